@@ -1,0 +1,72 @@
+"""The recipe catalog: YAML files `<category>/<name>.yaml` shipped in this package.
+
+ServiceRecipe resources (cluster-scoped) add or override entries at run time; `Catalog` merges both.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from aifactory.models import Recipe
+
+HERE = Path(__file__).parent
+_PATH = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
+
+
+class RecipeNotFound(LookupError):
+    def __init__(self, path: str):
+        super().__init__(f"Recipe '{path}' not found")
+        self.path = path
+
+
+class RecipeInvalid(ValueError):
+    pass
+
+
+def load_recipe_file(path: Path) -> Recipe:
+    """One recipe file; the category is its folder and the name its stem unless the file says otherwise."""
+    data = yaml.safe_load(path.read_text()) or {}
+    data.setdefault("category", path.parent.name)
+    data.setdefault("name", path.stem)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeInvalid(f"{path.parent.name}/{path.name}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def builtin_recipes() -> dict[str, Recipe]:
+    recipes = {}
+    for file in sorted(HERE.glob("*/*.yaml")):
+        recipe = load_recipe_file(file)
+        recipes[recipe.path] = recipe
+    return recipes
+
+
+class Catalog:
+    """The built-in recipes merged with the ones the cluster adds (ServiceRecipe resources win)."""
+
+    def __init__(self, overrides: dict[str, Recipe] | None = None):
+        self.overrides = overrides if overrides is not None else {}
+
+    def all(self) -> dict[str, Recipe]:
+        return {**builtin_recipes(), **self.overrides}
+
+    def get(self, path: str) -> Recipe:
+        """A recipe by path (`inference/vllm`) or by bare name when that name is unique."""
+        if not _PATH.match(path or ""):
+            # Also what keeps `../x` and absolute paths from ever leaving the catalog.
+            raise RecipeNotFound(path)
+        recipes = self.all()
+        if path in recipes:
+            return recipes[path]
+        if "/" not in path:
+            named = [r for r in recipes.values() if r.name == path]
+            if len(named) == 1:
+                return named[0]
+        raise RecipeNotFound(path)
