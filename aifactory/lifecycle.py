@@ -1,0 +1,166 @@
+"""The pure core: (spec, recipe, cluster) -> job request, and (observed job, health) -> status.
+
+No I/O here; the operator's handlers feed these functions and write what they return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from aifactory.jobscript import BIND_VAR, UID_VAR, render_job_script
+from aifactory.models import AIServiceSpec, Condition, Phase, Recipe, SlurmClusterSpec
+from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob, memory_mb
+from aifactory.slurm.logs import JOB_STDERR, JOB_STDOUT
+
+# Environment names the operator sets itself; a service's env may not replace them.
+RESERVED_ENV = frozenset({UID_VAR, BIND_VAR, "AIFACTORY_PORT", "SLURM_JOB_ID"})
+
+
+class SpecError(ValueError):
+    """The spec asks for something no job can be made of; the message says what."""
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluster: SlurmClusterSpec) -> JobRequest:
+    """The Slurm job that runs this service."""
+    clash = RESERVED_ENV & set(spec.env)
+    if clash:
+        raise SpecError(f"env may not set {', '.join(sorted(clash))}: aifactory sets it for the job")
+    resources = spec.resources.over(recipe.resources)
+    environment = {
+        **cluster.job_environment,
+        **recipe.environment,
+        **spec.env,
+        UID_VAR: service.uid,
+        BIND_VAR: cluster.bind_address,
+    }
+    environment.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    workdir = cluster.working_directory.rstrip("/") or "/"
+    title = f"aifactory service {service.namespace}/{service.name} (recipe {recipe.path})"
+    try:
+        memory = memory_mb(resources.memory)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from exc
+    return JobRequest(
+        name=f"ais-{service.namespace}-{service.name}"[:128],
+        script=render_job_script(recipe, title),
+        environment=environment,
+        working_directory=workdir,
+        standard_output=f"{workdir}/{JOB_STDOUT}",
+        standard_error=f"{workdir}/{JOB_STDERR}",
+        comment=JobTags(uid=service.uid, stage="submitted").render(),
+        partition=spec.partition or cluster.partition,
+        account=spec.account or cluster.account,
+        qos=spec.qos or cluster.qos,
+        cpus_per_task=resources.cpu,
+        memory_per_node_mb=memory,
+        gpus_per_node=resources.gpu or None,
+        time_limit_minutes=resources.time_limit,
+        nodes=resources.nodes,
+    )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the status should say, as far as the job and the health probe tell."""
+
+    phase: Phase
+    slurm_state: str
+    message: str
+    node: str | None = None
+    port: int | None = None
+    reason: str = ""
+
+
+_FAILURE_WORDS = {
+    "TIMEOUT": "the job reached its time limit",
+    "NODE_FAIL": "the node failed",
+    "OUT_OF_MEMORY": "the job ran out of memory",
+    "BOOT_FAIL": "the node failed to boot",
+    "DEADLINE": "the job missed its deadline",
+    "PREEMPTED": "the job was preempted",
+    "SPECIAL_EXIT": "the job ended in a special exit state",
+}
+
+
+def observe(job: SlurmJob, healthy: bool) -> Observed:
+    """The phase a service is in, given its job and whether its health path answered."""
+    state = job.state
+    shown_state = state if not job.flags else f"{state},{','.join(job.flags)}"
+    tags = job.tags
+    node = job.batch_host or job.nodes or None
+    if job.vanished and not job.finished:
+        return Observed(Phase.failed, shown_state, "Slurm no longer knows the job; its end state is unknown",
+                        node, tags.port, "JobLost")
+    if state in ("PENDING", "REQUEUED", "SUSPENDED") or (state == "CONFIGURING" and not tags.port):
+        why = job.reason if job.reason and job.reason != "None" else "waiting to be scheduled"
+        return Observed(Phase.pending, shown_state, f"Queued by Slurm: {why}", None, None, "Queued")
+    if state in ("RUNNING", "CONFIGURING", "COMPLETING") and not job.finished:
+        if tags.stage == "building":
+            return Observed(Phase.building, shown_state, "Pulling or building the container image", node, None,
+                            "Building")
+        if tags.port is None:
+            return Observed(Phase.starting, shown_state, "Job started; waiting for the service to report its port",
+                            node, None, "Starting")
+        if healthy:
+            return Observed(Phase.running, shown_state, "Service is answering its health check", node, tags.port,
+                            "Running")
+        return Observed(Phase.starting, shown_state, "Service started; waiting for its health check to pass",
+                        node, tags.port, "Starting")
+    if state == "COMPLETED":
+        return Observed(Phase.completed, shown_state, "The job ended successfully", node, None, "Completed")
+    if state == "CANCELLED":
+        why = f" ({job.reason})" if job.reason and job.reason != "None" else ""
+        return Observed(Phase.cancelled, shown_state, f"The job was cancelled{why}", node, None, "Cancelled")
+    if state == "FAILED":
+        how = f"exit code {job.exit_code}" if not job.signal else f"signal {job.signal}"
+        why = f", Slurm reason: {job.reason}" if job.reason and job.reason != "None" else ""
+        return Observed(Phase.failed, shown_state, f"The job failed with {how}{why}", node, None, "JobFailed")
+    if state in _FAILURE_WORDS:
+        why = f" (Slurm reason: {job.reason})" if job.reason and job.reason != "None" else ""
+        return Observed(Phase.failed, shown_state, f"{_FAILURE_WORDS[state].capitalize()}{why}", node, None,
+                        state.title().replace("_", ""))
+    return Observed(Phase.pending, shown_state, f"Slurm reports state {shown_state}", node, None, "Unknown")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def conditions_for(phase: Phase, reason: str, message: str, generation: int | None,
+                   previous: list[dict] | None, extra: list[Condition] = ()) -> list[dict]:
+    """Ready plus the kstatus pair (Reconciling, Stalled); transition times kept while a status holds."""
+    before = {c.get("type"): c for c in previous or []}
+    in_progress = phase in (Phase.pending, Phase.building, Phase.starting)
+    wanted = [
+        Condition(type="Ready", status="True" if phase is Phase.running else "False", reason=reason or phase.value.title(),
+                  message=message),
+        Condition(type="Reconciling", status="True" if in_progress else "False", reason=reason or phase.value.title(),
+                  message=message if in_progress else ""),
+        Condition(type="Stalled", status="True" if phase is Phase.failed else "False",
+                  reason=reason or phase.value.title(), message=message if phase is Phase.failed else ""),
+        *extra,
+    ]
+    out = []
+    stamp = now_rfc3339()
+    for cond in wanted:
+        old = before.get(cond.type)
+        keep_time = old is not None and old.get("status") == cond.status and old.get("lastTransitionTime")
+        cond = cond.model_copy(update={
+            "last_transition_time": old["lastTransitionTime"] if keep_time else stamp,
+            "observed_generation": generation,
+        })
+        out.append(cond.wire())
+    return out
+
+
+def endpoint_url(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}"

@@ -1,0 +1,35 @@
+"""The one interface to "a Slurm cluster" that the operator and the REST API use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from aifactory.slurm.jobs import JobRequest, SlurmJob
+
+
+@dataclass(frozen=True)
+class JobsAnswer:
+    """One poll of the cluster's jobs. `jobs` is None when Slurm said nothing changed since `since`."""
+
+    jobs: list[SlurmJob] | None
+    last_update: int | None
+
+
+class SlurmBridge(Protocol):
+    api_version: str
+    requests_sent: int  # counted at the transport, for the cost of polling
+
+    async def submit(self, request: JobRequest) -> str: ...
+
+    async def job(self, job_id: str) -> SlurmJob | None: ...
+
+    async def jobs(self, since: int | None = None) -> JobsAnswer: ...
+
+    async def cancel(self, job_id: str) -> None: ...
+
+    async def node_address(self, node: str) -> str: ...
+
+    async def log_tail(self, job: SlurmJob, lines: int) -> str | None: ...
+
+    async def close(self) -> None: ...

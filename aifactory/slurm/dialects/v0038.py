@@ -1,0 +1,72 @@
+"""slurmrestd v0.0.38 (Slurm 22.05 to 23.11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aifactory.slurm.jobs import JobRequest, SlurmJob
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class V0038:
+    version = "v0.0.38"
+
+    def submit_body(self, request: JobRequest) -> dict[str, Any]:
+        job: dict[str, Any] = {
+            "name": request.name,
+            # v0.0.38 wants an object and slurmctld refuses a batch job without any environment.
+            "environment": dict(request.environment) or {"AIFACTORY": "1"},
+            "current_working_directory": request.working_directory,
+            "standard_output": request.standard_output,
+            "standard_error": request.standard_error,
+        }
+        optional = {
+            "comment": request.comment or None,
+            "partition": request.partition,
+            "account": request.account,
+            "qos": request.qos,
+            "cpus_per_task": request.cpus_per_task,
+            "memory_per_node": request.memory_per_node_mb,
+            "time_limit": request.time_limit_minutes,
+            "nodes": request.nodes,
+            "gres": f"gpu:{request.gpus_per_node}" if request.gpus_per_node else None,
+        }
+        job.update({k: v for k, v in optional.items() if v is not None})
+        # v0.0.38 rejects `script` inside `job`: it goes at the top level.
+        return {"job": job, "script": request.script}
+
+    def submitted_job_id(self, answer: dict[str, Any]) -> str:
+        return str(answer["job_id"])
+
+    def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]:
+        return [self._job(raw) for raw in answer.get("jobs") or []]
+
+    def _job(self, raw: dict[str, Any]) -> SlurmJob:
+        status = _int(raw.get("exit_code"))
+        # A raw wait(2) status: return code in the high byte, signal in the low bits.
+        exit_code = (status >> 8) & 0xFF if status is not None else None
+        signal = status & 0x7F if status is not None else None
+        return SlurmJob(
+            job_id=str(raw.get("job_id")),
+            name=raw.get("name") or "",
+            state=(raw.get("job_state") or "UNKNOWN").upper(),
+            reason=raw.get("state_reason") or "",
+            batch_host=raw.get("batch_host") or "",
+            nodes=raw.get("nodes") or "",
+            exit_code=exit_code,
+            signal=signal or None,
+            submit_time=_int(raw.get("submit_time")),
+            start_time=_int(raw.get("start_time")) or None,
+            end_time=_int(raw.get("end_time")) or None,
+            comment=raw.get("comment") or "",
+            standard_output=raw.get("standard_output") or "",
+            standard_error=raw.get("standard_error") or "",
+            working_directory=raw.get("current_working_directory") or "",
+        )
+
+    def node_address(self, answer: dict[str, Any]) -> str | None:
+        nodes = answer.get("nodes") or []
+        return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None

@@ -1,0 +1,17 @@
+"""Errors of the Slurm bridge; their text is the outside system's own words."""
+
+
+class SlurmError(Exception):
+    """Slurm answered and refused (bad partition, over limits, unknown job, ...)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class SlurmUnreachable(SlurmError):
+    """slurmrestd (or the SSH path to it) did not answer; nothing is known about the jobs."""
+
+
+class SlurmAuthError(SlurmError):
+    """The token was refused."""

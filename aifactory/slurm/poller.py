@@ -1,0 +1,105 @@
+"""One poller per Slurm cluster: every AIService of the cluster is fed from one GET /jobs per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+
+from aifactory.slurm.bridge import SlurmBridge
+from aifactory.slurm.errors import SlurmError
+from aifactory.slurm.jobs import SlurmJob
+
+log = logging.getLogger(__name__)
+
+
+class JobPoller:
+    """Keeps the last known state of every job of one cluster; handlers read it instead of asking Slurm."""
+
+    CLOCK_MARGIN = 5
+
+    def __init__(self, bridge: SlurmBridge, interval: float, max_backoff: float = 60.0):
+        self.bridge = bridge
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.jobs: dict[str, SlurmJob] = {}
+        self.last_update: int | None = None
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.polls = 0
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.last_error is None and self.last_success is not None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="aifactory-job-poller")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def wake(self) -> None:
+        """Poll now instead of at the next interval (after a submit or a cancel)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.poll_once()
+                failures = 0
+                delay = self.interval
+            except SlurmError as exc:
+                failures += 1
+                self.last_error = str(exc)
+                delay = min(self.max_backoff, self.interval * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
+                log.warning("polling Slurm failed (%d in a row, next try in %.0fs): %s", failures, delay, exc)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def poll_once(self) -> None:
+        # Dialects without `last_update` (v0.0.38) get our own clock, a few seconds early against skew.
+        asked_at = int(time.time()) - self.CLOCK_MARGIN
+        answer = await self.bridge.jobs(since=self.last_update)
+        self.polls += 1
+        self.last_error = None
+        self.last_success = time.time()
+        if answer.jobs is not None:
+            seen = {job.job_id: job for job in answer.jobs}
+            # Jobs slurmctld forgot (MinJobAge) keep their last known state.
+            for job_id, old in self.jobs.items():
+                if job_id not in seen:
+                    seen[job_id] = old if old.vanished else replace(old, vanished=True)
+            self.jobs = seen
+        self.last_update = answer.last_update or asked_at
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_poll(self, timeout: float) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def job(self, job_id: str) -> SlurmJob | None:
+        return self.jobs.get(job_id)
+
+    def job_for_service(self, uid: str) -> SlurmJob | None:
+        """The job tagged with this AIService UID: a live one if any, else the newest."""
+        tagged = [j for j in self.jobs.values() if j.tags.uid == uid]
+        live = [j for j in tagged if not j.finished and not j.vanished]
+        pick = live or tagged
+        return max(pick, key=lambda j: int(j.job_id)) if pick else None

@@ -1,0 +1,89 @@
+import pytest
+
+from aifactory.lifecycle import RESERVED_ENV, ServiceRef, SpecError, conditions_for, job_request, observe
+from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, SlurmClusterSpec
+from aifactory.slurm.jobs import JobTags, SlurmJob, memory_mb
+
+REF = ServiceRef("team", "emb", "1234-uid")
+CLUSTER = SlurmClusterSpec(url="http://slurm", working_directory="/scratch/jobs/", partition="cpu",
+                           account="proj", job_environment={"PATH": "/opt/bin", "SITE": "x"})
+RECIPE = Recipe(name="minilm", category="embeddings", runtime="native", command=["serve", "--port", "{port}"],
+                environment={"SITE": "recipe", "MODEL": "m"},
+                resources=Resources(cpu=2, memory="4G", time_limit=30, nodes=1))
+
+
+def test_job_request_layers_environment_and_resources():
+    spec = AIServiceSpec(recipe="embeddings/minilm", env={"MODEL": "user"}, resources=Resources(cpu=8),
+                         partition="gpu")
+    req = job_request(REF, spec, RECIPE, CLUSTER)
+    assert req.environment["MODEL"] == "user"            # the service's env wins over the recipe's
+    assert req.environment["SITE"] == "recipe"           # the recipe's over the cluster's
+    assert req.environment["PATH"] == "/opt/bin"
+    assert req.environment["AIFACTORY_SERVICE_UID"] == REF.uid
+    assert (req.cpus_per_task, req.memory_per_node_mb, req.time_limit_minutes) == (8, 4096, 30)
+    assert (req.partition, req.account) == ("gpu", "proj")
+    assert req.standard_output == "/scratch/jobs/aifactory-%j.out"
+    assert JobTags.parse(req.comment).uid == REF.uid
+    assert "exec serve --port \"$AIFACTORY_PORT\"" in req.script
+
+
+def test_reserved_env_is_refused():
+    with pytest.raises(SpecError, match="AIFACTORY_SERVICE_UID"):
+        job_request(REF, AIServiceSpec(recipe="x", env={"AIFACTORY_SERVICE_UID": "evil"}), RECIPE, CLUSTER)
+    assert "AIFACTORY_PORT" in RESERVED_ENV
+
+
+def job(state, comment="", **kw):
+    return SlurmJob(job_id="7", state=state, comment=comment, batch_host="node1", **kw)
+
+
+TAGGED = "aifactory uid=1234-uid stage=starting port=4567"
+
+
+@pytest.mark.parametrize("slurm_job, healthy, phase, words", [
+    (job("PENDING", reason="Resources"), False, Phase.pending, "Resources"),
+    (job("RUNNING"), False, Phase.starting, "report its port"),
+    (job("RUNNING", "aifactory uid=1234-uid stage=building"), False, Phase.building, "image"),
+    (job("RUNNING", TAGGED), False, Phase.starting, "health"),
+    (job("RUNNING", TAGGED), True, Phase.running, "answering"),
+    (job("COMPLETED", exit_code=0), False, Phase.completed, "success"),
+    (job("CANCELLED"), False, Phase.cancelled, "cancelled"),
+    (job("FAILED", exit_code=3, reason="NonZeroExitCode"), False, Phase.failed, "exit code 3"),
+    (job("TIMEOUT"), False, Phase.failed, "time limit"),
+    (job("OUT_OF_MEMORY"), False, Phase.failed, "memory"),
+    (job("RUNNING", TAGGED, vanished=True), False, Phase.failed, "no longer knows"),
+])
+def test_observe_maps_jobs_to_phases(slurm_job, healthy, phase, words):
+    seen = observe(slurm_job, healthy)
+    assert seen.phase is phase
+    assert words in seen.message
+
+
+def test_running_reports_node_and_port():
+    seen = observe(job("RUNNING", TAGGED), True)
+    assert (seen.node, seen.port, seen.slurm_state) == ("node1", 4567, "RUNNING")
+
+
+def test_conditions_keep_transition_time_while_status_holds():
+    first = conditions_for(Phase.starting, "Starting", "m", 1, None)
+    ready = {c["type"]: c for c in first}["Ready"]
+    assert ready["status"] == "False" and ready["observedGeneration"] == 1
+    ready["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    again = {c["type"]: c for c in conditions_for(Phase.starting, "Starting", "m", 1, first)}
+    assert again["Ready"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    now = {c["type"]: c for c in conditions_for(Phase.running, "Running", "m", 1, first)}
+    assert now["Ready"]["status"] == "True" and now["Ready"]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    assert now["Reconciling"]["status"] == "False"
+    failed = {c["type"]: c for c in conditions_for(Phase.failed, "JobFailed", "boom", 1, None)}
+    assert failed["Stalled"]["status"] == "True" and failed["Stalled"]["message"] == "boom"
+
+
+def test_tags_round_trip_and_ignore_foreign_comments():
+    tags = JobTags(uid="u-1", stage="starting", port=80)
+    assert JobTags.parse(tags.render()) == tags
+    assert JobTags.parse("someone else's comment").uid == ""
+
+
+@pytest.mark.parametrize("size, mb", [("512M", 512), ("32G", 32768), ("1T", 1048576), ("100", 100), ("2GiB", 2048)])
+def test_memory_sizes(size, mb):
+    assert memory_mb(size) == mb
