@@ -1,0 +1,566 @@
+"""A local one-node Slurm 22.05 cluster with slurmrestd, on loopback, for development and e2e tests.
+
+Everything the cluster writes lives under ``state_dir()/slurm/``; the config is not in /etc/slurm, so the
+Slurm CLI tools need ``SLURM_CONF`` (see ``LocalSlurm.env()``). The daemons run in the foreground under
+``ManagedProcess`` so their pids are known exactly and ``down()`` stops only those.
+
+Facts found on Slurm 22.05.8 (Debian 12):
+- A batch job gets SLURM_CONF=<slurmd's config path> from slurmstepd, even when the submitted environment has
+  none (or another value: it is overwritten), so ``scontrol`` inside a job finds this cluster by itself.
+- slurmstepd is started by slurmd in a new session and reparented to init, but keeps slurmd's environment,
+  so the stack's stepds are recognised by ``SLURM_CONF=<our conf>`` in /proc/<pid>/environ.
+- GET /jobs has no ``last_update`` in v0.0.38: a poller passes its own clock as update_time and gets 304 with
+  an empty body when slurmctld's last job change is older than that second, else 200 with every job.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from aifactory.devstack.process import ManagedProcess, pid_alive, state_dir, wait_until
+
+PACKAGES = "slurmctld slurmd slurmrestd slurm-client munge slurm-wlm-jwt-plugin"
+API_VERSION = "v0.0.38"
+
+# Binary -> the Debian package that ships it; checked before anything is started.
+_BINARIES = {
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "slurmrestd": "slurmrestd",
+    "sinfo": "slurm-client",
+    "squeue": "slurm-client",
+    "scontrol": "slurm-client",
+    "scancel": "slurm-client",
+    "munged": "munge",
+    "munge": "munge",
+    "unmunge": "munge",
+    "mungekey": "munge",
+}
+# The dbv0.0.3x plugins abort slurmrestd when there is no slurmdbd, so load only the slurmctld ones.
+_REST_PLUGINS = "openapi/v0.0.36,openapi/v0.0.37,openapi/v0.0.38"
+_JWT_PLUGIN_GLOB = "*/slurm-wlm/auth_jwt.so"
+
+MUNGE_KEY = Path("/etc/munge/munge.key")
+MUNGE_RUN_DIR = Path("/run/munge")
+
+Progress = Callable[[str], None]
+
+
+def _find(binary: str) -> str | None:
+    # sbin is not always on PATH for non-login shells.
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
+    return shutil.which(binary, path=path)
+
+
+def _short_hostname() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def _mem_total_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("MemTotal not found in /proc/meminfo")
+
+
+def _cpu_count() -> int:
+    # Like nproc: the CPUs this process may run on.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+class LocalSlurm:
+    """A one-node Slurm cluster (slurmctld, slurmd, slurmrestd, and munged if none runs) on 127.0.0.1."""
+
+    def __init__(self, *, cluster_name: str = "aifactory", slurmctld_port: int = 16817, slurmd_port: int = 16818,
+                 rest_host: str = "127.0.0.1", rest_port: int = 16820, partition: str = "debug",
+                 node_name: str | None = None, base_dir: Path | None = None, def_mem_per_cpu_mb: int = 1024) -> None:
+        self.cluster_name = cluster_name
+        self.slurmctld_port = slurmctld_port
+        self.slurmd_port = slurmd_port
+        self.rest_host = rest_host
+        self.rest_port = rest_port
+        self.partition = partition
+        self.def_mem_per_cpu_mb = def_mem_per_cpu_mb
+        self.node_name = node_name or _short_hostname()
+        self.base_dir = base_dir or state_dir() / "slurm"
+        self._munged = ManagedProcess("munged")
+        self._ctld = ManagedProcess("slurmctld")
+        self._slurmd = ManagedProcess("slurmd")
+        self._rest = ManagedProcess("slurmrestd")
+
+    # ---- paths and environment -------------------------------------------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.base_dir / "slurm.conf"
+
+    @property
+    def jwt_key_path(self) -> Path:
+        return self.base_dir / "jwt_hs256.key"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.base_dir / "jobs"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base_dir / "log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.rest_host}:{self.rest_port}"
+
+    def env(self) -> dict[str, str]:
+        """What the Slurm CLI tools need in their environment to talk to this cluster."""
+        return {"SLURM_CONF": str(self.conf_path)}
+
+    def job_environment(self) -> dict[str, str]:
+        """A minimal, non-empty environment for a batch job submitted over REST (v0.0.38 refuses an empty one).
+
+        SLURM_CONF is included for clarity only; slurmstepd sets it to its own config path anyway.
+        """
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+            "LANG": "C.UTF-8",
+            **self.env(),
+        }
+
+    def _tool_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env()}
+
+    def _run(self, argv: list[str], timeout: float = 20.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(argv, env=self._tool_env(), capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def _real_memory_mb(self) -> int:
+        # A bit below physical memory, so slurmd never finds less than configured and drains the node.
+        total = _mem_total_mb()
+        return max(256, total - max(512, total // 20))
+
+    def render_conf(self) -> str:
+        b = self.base_dir
+        lines = [
+            "# Written by aifactory.devstack.slurm; rewritten on every `up`.",
+            f"ClusterName={self.cluster_name}",
+            f"SlurmctldHost={self.node_name}(127.0.0.1)",
+            f"SlurmctldPort={self.slurmctld_port}",
+            f"SlurmdPort={self.slurmd_port}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            f"StateSaveLocation={b / 'state'}",
+            f"SlurmdSpoolDir={b / 'spool'}",
+            f"SlurmctldPidFile={b / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={b / 'run' / 'slurmd.pid'}",
+            f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
+            f"SlurmdLogFile={self.log_dir / 'slurmd.log'}",
+            # An empty plugstack next to slurm.conf, so the host's /etc/slurm/plugstack.conf is not read.
+            f"PlugStackConfig={b / 'plugstack.conf'}",
+            "AuthType=auth/munge",
+            "AuthAltTypes=auth/jwt",
+            f"AuthAltParameters=jwt_key={self.jwt_key_path}",
+            "CredType=cred/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            # Without it a job that names no memory is given the whole node, and jobs would run one at a time.
+            f"DefMemPerCPU={self.def_mem_per_cpu_mb}",
+            "MpiDefault=none",
+            "JobCompType=jobcomp/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "SwitchType=switch/none",
+            "ReturnToService=2",
+            "MailProg=/bin/true",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={_cpu_count()} "
+            f"RealMemory={self._real_memory_mb()} State=UNKNOWN",
+            f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _write_files(self) -> None:
+        """Create the directories, JWT key and config; refuse to change the config under running daemons."""
+        for sub in ("state", "spool", "run", "log", "jobs"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "state").chmod(0o700)
+        if not self.jwt_key_path.exists():
+            # Written with 0600 from the start: the key signs every token of the cluster.
+            fd = os.open(self.jwt_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        self.jwt_key_path.chmod(0o600)
+        plugstack = self.base_dir / "plugstack.conf"
+        if not plugstack.exists():
+            plugstack.write_text("")
+        text = self.render_conf()
+        old = self.conf_path.read_text() if self.conf_path.exists() else None
+        if old == text:
+            return
+        if old is not None and any(self._owned(mp, b) for mp, b in self._slurm_parts()):
+            # Ports, paths or node size differ from what the daemons run with; restarting is the caller's call.
+            raise RuntimeError(
+                f"the running cluster was started with a different {self.conf_path.name}; "
+                "run down() first so it restarts with the new one"
+            )
+        tmp = self.conf_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.conf_path)
+
+    # ---- checks ----------------------------------------------------------------------------
+
+    @staticmethod
+    def check_installed() -> None:
+        missing = sorted({f"{b} ({pkg})" for b, pkg in _BINARIES.items() if _find(b) is None})
+        if not glob.glob("/usr/lib/" + _JWT_PLUGIN_GLOB):
+            missing.append("auth_jwt.so (slurm-wlm-jwt-plugin)")
+        if missing:
+            raise RuntimeError(
+                "Slurm is not fully installed; missing " + ", ".join(missing)
+                + f". Install the Debian packages: apt-get install -y {PACKAGES}"
+                " (the project's install script does this)."
+            )
+
+    @staticmethod
+    def _wait_exec(mp: ManagedProcess, binary: str, timeout: float = 5.0) -> None:
+        """Right after Popen the child still shows our own cmdline; wait until it has exec'd the binary."""
+        pid = mp.pid()
+        deadline = time.monotonic() + timeout
+        while pid and pid_alive(pid) and time.monotonic() < deadline:
+            if any(os.path.basename(a) == binary for a in _cmdline(pid)):
+                return
+            time.sleep(0.02)
+
+    def _owned(self, mp: ManagedProcess, binary: str) -> int | None:
+        """The recorded pid if it is alive and still that binary (a reused pid is not ours)."""
+        pid = mp.pid()
+        if pid is None or not pid_alive(pid):
+            return None
+        argv = _cmdline(pid)
+        if not any(os.path.basename(a) == binary for a in argv):
+            mp.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    # ---- munge -----------------------------------------------------------------------------
+
+    @staticmethod
+    def munge_answers() -> bool:
+        """True if a munged answers on the default socket (a credential round-trips)."""
+        try:
+            cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=5)
+            if cred.returncode != 0:
+                return False
+            back = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=5)
+            return back.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def _ensure_munge(self, progress: Progress) -> None:
+        if self.munge_answers():
+            owner = "ours" if self._owned(self._munged, "munged") else "already running, reused"
+            progress(f"munged: {owner}")
+            return
+        if not MUNGE_KEY.exists():
+            progress("munged: creating the munge key with mungekey -c")
+            subprocess.run(["mungekey", "-c", "-k", str(MUNGE_KEY)], check=True, capture_output=True)
+        shutil.chown(MUNGE_KEY, "munge", "munge")
+        MUNGE_KEY.chmod(0o600)
+        MUNGE_RUN_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.chown(MUNGE_RUN_DIR, "munge", "munge")
+        MUNGE_RUN_DIR.chmod(0o755)
+        progress("munged: starting")
+        # Foreground, and setpriv execs (runuser would fork and stay the parent), so the recorded pid is munged.
+        self._munged.start(["setpriv", "--reuid=munge", "--regid=munge", "--init-groups",
+                            _find("munged") or "munged", "-F"])
+        self._wait_exec(self._munged, "munged")
+        try:
+            wait_until(self.munge_answers, 15, "munged to answer")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}\n--- munged log ---\n{self._munged.log_tail()}") from exc
+
+    # ---- daemons ---------------------------------------------------------------------------
+
+    def _log_tail(self, mp: ManagedProcess, slurm_log: str | None = None, lines: int = 25) -> str:
+        parts = [f"--- {mp.log_file.name} ---", mp.log_tail(lines)]
+        if slurm_log:
+            path = self.log_dir / slurm_log
+            try:
+                text = "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            except OSError:
+                text = ""
+            parts += [f"--- {slurm_log} ---", text]
+        return "\n".join(parts)
+
+    def _start_daemon(self, mp: ManagedProcess, binary: str, args: list[str], progress: Progress,
+                      env: dict[str, str] | None = None) -> None:
+        pid = self._owned(mp, binary)
+        if pid:
+            progress(f"{binary}: running (pid {pid}), reused")
+            return
+        mp.pid_file.unlink(missing_ok=True)
+        pid = mp.start([_find(binary) or binary, *args], env={**self.env(), **(env or {})}, cwd=self.base_dir)
+        self._wait_exec(mp, binary)
+        progress(f"{binary}: started (pid {pid})")
+
+    def _node_state(self) -> str:
+        out = self._run(["sinfo", "-h", "-N", "-n", self.node_name, "-o", "%T"], timeout=10).stdout
+        return out.strip().splitlines()[0].lower() if out.strip() else ""
+
+    def _wait_node(self, progress: Progress, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        resumed = False
+        state = last = ""
+        while time.monotonic() < deadline:
+            for mp, binary, log in ((self._ctld, "slurmctld", "slurmctld.log"), (self._slurmd, "slurmd", "slurmd.log")):
+                if not self._owned(mp, binary):
+                    raise RuntimeError(f"{binary} exited during start\n{self._log_tail(mp, log)}")
+            try:
+                state = self._node_state()
+            except (RuntimeError, subprocess.TimeoutExpired):
+                state = "(slurmctld not answering yet)"
+            if state != last:
+                progress(f"node {self.node_name}: {state}")
+                last = state
+            if state in ("idle", "mixed", "allocated", "completing"):
+                return
+            if not resumed and any(s in state for s in ("down", "drain", "fail")) and not state.endswith("*"):
+                # Left DOWN/DRAIN by an earlier run (e.g. killed jobs); slurmd is up, so bring it back.
+                progress(f"node {self.node_name}: {state}, resuming")
+                self._run(["scontrol", "update", f"nodename={self.node_name}", "state=resume"], check=False)
+                resumed = True
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"node {self.node_name} not idle after {timeout:.0f}s (state: {state})\n"
+            f"{self._log_tail(self._ctld, 'slurmctld.log')}\n{self._log_tail(self._slurmd, 'slurmd.log')}"
+        )
+
+    def _rest_ping(self) -> bool:
+        token = self.mint_token(lifespan=120)
+        req = urllib.request.Request(
+            f"{self.url}/slurm/{API_VERSION}/ping",
+            headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": token},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = json.loads(resp.read() or b"{}")
+        pings = body.get("pings") or []
+        return resp.status == 200 and bool(pings) and pings[0].get("ping") == "UP"
+
+    def _wait_rest(self, progress: Progress, timeout: float = 30) -> None:
+        progress(f"slurmrestd: waiting for {self.url}/slurm/{API_VERSION}/ping")
+        deadline = time.monotonic() + timeout
+        error = ""
+        while True:
+            if not self._owned(self._rest, "slurmrestd"):
+                raise RuntimeError(f"slurmrestd exited during start\n{self._log_tail(self._rest)}")
+            try:
+                if self._rest_ping():
+                    break
+                error = "ping did not say UP"
+            except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as exc:
+                error = str(exc)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slurmrestd did not answer within {timeout:.0f}s ({error})\n"
+                                   f"{self._log_tail(self._rest)}")
+            time.sleep(0.5)
+        progress(f"slurmrestd: answering at {self.url}")
+
+    def up(self, progress: Progress = print) -> None:
+        """Start (or reuse) munged, slurmctld, slurmd and slurmrestd; return when the node is idle and REST answers."""
+        self.check_installed()
+        self._write_files()
+        self._ensure_munge(progress)
+        self._start_daemon(self._ctld, "slurmctld", ["-D", "-f", str(self.conf_path)], progress)
+        self._start_daemon(self._slurmd, "slurmd", ["-D", "-f", str(self.conf_path), "-N", self.node_name], progress)
+        self._wait_node(progress)
+        self._start_daemon(
+            self._rest, "slurmrestd", ["-f", str(self.conf_path), "-a", "rest_auth/jwt", "-s", _REST_PLUGINS,
+                                       f"{self.rest_host}:{self.rest_port}"],
+            progress,
+            # Root may only run slurmrestd with the user check off; SLURM_JWT=daemon makes it accept tokens.
+            env={"SLURMRESTD_SECURITY": "disable_user_check", "SLURM_JWT": "daemon"},
+        )
+        self._wait_rest(progress)
+        progress(f"slurm: cluster {self.cluster_name} up, partition {self.partition}, REST {self.url}")
+
+    def _slurm_parts(self) -> list[tuple[ManagedProcess, str]]:
+        return [(self._rest, "slurmrestd"), (self._slurmd, "slurmd"), (self._ctld, "slurmctld")]
+
+    # ---- tokens ----------------------------------------------------------------------------
+
+    def mint_token(self, lifespan: int = 86400, user: str = "root") -> str:
+        """A JWT for slurmrestd (X-SLURM-USER-TOKEN). Never log it."""
+        out = self._run(["scontrol", "token", f"username={user}", f"lifespan={int(lifespan)}"], timeout=15).stdout
+        for line in out.splitlines():
+            if line.startswith("SLURM_JWT="):
+                return line.split("=", 1)[1].strip()
+        raise RuntimeError("scontrol token printed no SLURM_JWT line")
+
+    # ---- stopping --------------------------------------------------------------------------
+
+    def _job_ids(self) -> list[str]:
+        out = self._run(["squeue", "-h", "-o", "%A"], timeout=10, check=False)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+    def _cancel_jobs(self, done: list[str]) -> None:
+        try:
+            ids = self._job_ids()
+            if not ids:
+                return
+            self._run(["scancel", *ids], timeout=15, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            # A hung slurmctld must not stop down(); leftover job processes are killed below.
+            done.append(f"could not cancel jobs: {exc}")
+            return
+        done.append(f"cancelled jobs {', '.join(ids)}")
+
+        def drained() -> bool:
+            out = self._run(["squeue", "-h", "-t", "PD,R,CG,S,CF", "-o", "%A"], timeout=10, check=False)
+            return out.returncode == 0 and not out.stdout.strip() and not self.stepd_pids()
+
+        try:
+            wait_until(drained, 30, "cancelled jobs to finish", interval=0.5)
+        except TimeoutError:
+            done.append("some jobs were still completing after 30s")
+
+    def stepd_pids(self) -> list[int]:
+        """slurmstepd processes of this cluster (they inherit slurmd's SLURM_CONF)."""
+        mine: list[int] = []
+        conf = str(self.conf_path)
+        slurmd_pid = self._slurmd.pid()
+        for pid in _all_pids():
+            argv = _cmdline(pid)
+            if not argv or not argv[0].startswith("slurmstepd"):
+                continue
+            if _environ(pid).get("SLURM_CONF") == conf or self._descends_from(pid, slurmd_pid):
+                mine.append(pid)
+        return mine
+
+    @staticmethod
+    def _descends_from(pid: int, ancestor: int | None) -> bool:
+        if not ancestor:
+            return False
+        seen = 0
+        while pid and pid > 1 and seen < 64:
+            if pid == ancestor:
+                return True
+            pid = _ppid(pid) or 0
+            seen += 1
+        return False
+
+    @staticmethod
+    def _descendants(roots: list[int]) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for pid in _all_pids():
+            parent = _ppid(pid)
+            if parent:
+                children.setdefault(parent, []).append(pid)
+        out: list[int] = []
+        stack = list(roots)
+        while stack:
+            pid = stack.pop()
+            out.append(pid)
+            stack.extend(children.get(pid, []))
+        return out
+
+    def down(self) -> list[str]:
+        """Cancel jobs, stop slurmrestd, slurmd, slurmctld (and munged if we started it). Returns what was done."""
+        done: list[str] = []
+        if self._owned(self._ctld, "slurmctld") and self.conf_path.exists():
+            self._cancel_jobs(done)
+        for mp, binary in self._slurm_parts():
+            pid = self._owned(mp, binary)
+            if pid:
+                mp.stop()
+                done.append(f"stopped {binary} (pid {pid})")
+            else:
+                mp.pid_file.unlink(missing_ok=True)
+        # Anything left of our jobs: the stepds and their job processes, by exact pid.
+        leftovers = self._descendants(self.stepd_pids())
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if leftovers:
+            done.append(f"killed leftover job processes {', '.join(map(str, leftovers))}")
+        munged = self._owned(self._munged, "munged")
+        if munged:
+            self._munged.stop()
+            done.append(f"stopped munged (pid {munged})")
+        return done
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        munged = self._owned(self._munged, "munged")
+        if munged:
+            out["munged"] = f"running (pid {munged})"
+        elif self.munge_answers():
+            out["munged"] = "running (not started by aifactory, reused)"
+        else:
+            out["munged"] = "stopped"
+        details = {
+            "slurmctld": f"port {self.slurmctld_port}, cluster {self.cluster_name}",
+            "slurmd": f"port {self.slurmd_port}, node {self.node_name}",
+            "slurmrestd": self.url,
+        }
+        for mp, binary in reversed(self._slurm_parts()):
+            pid = self._owned(mp, binary)
+            out[binary] = f"running (pid {pid}) {details[binary]}" if pid else "stopped"
+        return out
