@@ -42,12 +42,17 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "additionalProperties" and value is False:
             continue
-        if key == "default" and value is None:
+        if key == "default" and value in (None, ""):  # 1.20 reads an empty-string default as null
             continue
         if key in ("propertyNames", "patternProperties"):
             # Structural schemas cannot constrain map keys; the models check env names again.
             if key == "patternProperties":
                 out["additionalProperties"] = _structural(next(iter(value.values())), defs)
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 says `exclusiveMinimum: 0`; OpenAPI v3.0 says `minimum: 0, exclusiveMinimum: true`.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
             continue
         if key == "properties":
             out[key] = {name: _structural(sub, defs) for name, sub in value.items()}

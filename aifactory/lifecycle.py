@@ -157,7 +157,8 @@ def conditions_for(phase: Phase, reason: str, message: str, generation: int | No
             "last_transition_time": old["lastTransitionTime"] if keep_time else stamp,
             "observed_generation": generation,
         })
-        out.append(cond.wire())
+        # Empty strings are left out: the local 1.20 apiserver reads "" in a custom resource as null.
+        out.append({k: v for k, v in cond.wire().items() if v != ""})
     return out
 
 

@@ -180,6 +180,9 @@ class SlurmClusterSpec(Model):
         description="Environment every job of this cluster gets (e.g. PATH); the service's env comes on top.",
     )
     bind_address: str = Field("0.0.0.0", description="Address services bind to on the compute node.")
+    local_logs: bool = Field(
+        False, description="Job output files are readable on this side's filesystem (shared filesystem, local stack)."
+    )
     poll_interval_seconds: float = Field(5.0, gt=0, description="How often the one poller of this cluster asks Slurm.")
 
 

@@ -227,10 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     # HOST/PORT from the environment are only defaults: the command line always wins.
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model name served (default: %(default)s)")
+    # The OPENAI_TEST_* variables let a recipe (testing/openai-echo) switch behaviours through the service's env.
+    parser.add_argument("--model", default=os.environ.get("OPENAI_TEST_MODEL", DEFAULT_MODEL),
+                        help="the model name served (default: %(default)s)")
     parser.add_argument("--no-chat-template", action="store_true",
+                        default=os.environ.get("OPENAI_TEST_NO_CHAT_TEMPLATE", "") not in ("", "0", "false"),
                         help="answer chat requests 400 as vLLM does for a tokenizer without a chat template")
-    parser.add_argument("--startup-delay", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--startup-delay", type=float, metavar="SECONDS",
+                        default=float(os.environ.get("OPENAI_TEST_STARTUP_DELAY", "0") or 0),
                         help="answer 503 for this long after start, like a model that loads slowly")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it slows benchmarks)")
     args = parser.parse_args(argv)

@@ -13,5 +13,5 @@ class SlurmUnreachable(SlurmError):
     """slurmrestd (or the SSH path to it) did not answer; nothing is known about the jobs."""
 
 
-class SlurmAuthError(SlurmError):
-    """The token was refused."""
+class SlurmAuthError(SlurmUnreachable):
+    """The token was refused: as good as unreachable until a new token comes (no phase may change)."""

@@ -46,7 +46,7 @@ class RestBridge:
         """The newest supported API version the server lists at /openapi/v3."""
         from aifactory.slurm.dialects import SUPPORTED
 
-        spec = await self._call("GET", "/openapi/v3", auth=False)
+        spec = await self._call("GET", "/openapi/v3")  # 22.05 wants auth here too
         served = {p.split("/")[2] for p in (spec or {}).get("paths", {}) if p.startswith("/slurm/v")}
         for version in sorted(SUPPORTED, reverse=True):
             if version in served:

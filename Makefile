@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+STAMP := build/.deps-installed
+
+.PHONY: deps system-deps python-deps demo test unit e2e bench crds down clean
+
+deps: system-deps python-deps
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# torch is pinned to the CPU wheel these machines carry; a bare `torch` would fetch a CUDA build.
+python-deps:
+	$(PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(PIP) install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
+
+demo: deps
+	$(PYTHON) -m aifactory dev up
+	$(PYTHON) scripts/demo.py
+
+test: deps
+	$(PYTHON) -m pytest
+
+unit: python-deps
+	$(PYTHON) -m pytest -m "not e2e"
+
+e2e: deps
+	$(PYTHON) -m pytest -m e2e
+
+bench: deps
+	$(PYTHON) -m aifactory dev up
+	$(PYTHON) -m bench
+
+crds:
+	$(PYTHON) -m aifactory crds --output crds
+
+down:
+	$(PYTHON) -m aifactory dev down

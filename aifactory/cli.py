@@ -1,0 +1,87 @@
+"""The `aifactory` command: run the operator or the REST API, write the CRDs, drive the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+
+class _QuietTimers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Timer '") and text.endswith("succeeded."))
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from aifactory.operator import main as _registered  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every poll, probe and timer tick would otherwise be a line; keep the log about changes.
+    for noisy in ("httpx", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietTimers())
+    namespaces = args.namespace or []
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+    ))
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from aifactory.crds import all_crds, render, write_crds
+
+    out = Path(args.output)
+    if args.check:
+        stale = [name for name, crd in all_crds().items()
+                 if not (out / name).exists() or (out / name).read_text() != render(crd)]
+        if stale:
+            print(f"stale CRDs in {out}: {', '.join(stale)}; run `aifactory crds`", file=sys.stderr)
+            return 1
+        print(f"{out}: up to date")
+        return 0
+    for path in write_crds(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from aifactory.devstack import stack
+
+    return stack.command(args.action)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aifactory", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the kopf operator")
+    op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable); default: all")
+    op.add_argument("--liveness-host", default="0.0.0.0")
+    op.add_argument("--liveness-port", type=int, default=8080)
+    op.add_argument("--log-level", default="info")
+    op.set_defaults(run=_operator)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the models")
+    crds.add_argument("--output", default="crds")
+    crds.add_argument("--check", action="store_true", help="only check that the files are up to date")
+    crds.set_defaults(run=_crds)
+
+    dev = sub.add_parser("dev", help="the local stack: Kubernetes API, Slurm, operator, REST API")
+    dev.add_argument("action", choices=["up", "down", "status", "env"])
+    dev.set_defaults(run=_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    sys.exit(args.run(args))

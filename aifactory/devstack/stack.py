@@ -1,0 +1,172 @@
+"""`aifactory dev up|down|status|env`: the whole local stack on this one machine.
+
+Order: Slurm (munge, slurmctld, slurmd, slurmrestd) -> Kubernetes API (etcd, kube-apiserver) -> CRDs, the
+`default` SlurmCluster and its token Secret -> the operator. Every process is recorded by pid and `down`
+stops exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from aifactory.crds import all_crds
+from aifactory.devstack.kube import KubeControlPlane
+from aifactory.devstack.process import ManagedProcess, state_dir, wait_until
+from aifactory.devstack.slurm import LocalSlurm
+
+NAMESPACE = "aifactory-system"
+TOKEN_SECRET = "slurm-jwt"
+OPERATOR = ManagedProcess("operator")
+OPERATOR_LIVENESS_PORT = 18080
+TOKEN_LIFESPAN = 7 * 24 * 3600  # the local stack renews it at every `dev up`
+
+
+def say(line: str) -> None:
+    print(f"[aifactory dev] {line}", flush=True)
+
+
+def kubectl(kube: KubeControlPlane, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    if shutil.which("kubectl") is None:
+        raise RuntimeError("kubectl is not installed")
+    result = subprocess.run(["kubectl", "--kubeconfig", str(kube.kubeconfig), *args], input=stdin,
+                            capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def apply(kube: KubeControlPlane, *objects: dict) -> None:
+    document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    kubectl(kube, "apply", "-f", "-", stdin=json.dumps(document))
+
+
+def default_slurmcluster(slurm: LocalSlurm) -> dict:
+    # Jobs run this machine's Python (the one aifactory is installed in) and find the local slurm.conf.
+    python_bin = str(Path(sys.executable).parent)
+    return {
+        "apiVersion": "aifactory.io/v1alpha1",
+        "kind": "SlurmCluster",
+        "metadata": {"name": "default"},
+        "spec": {
+            "url": slurm.url,
+            "user": "root",
+            "tokenSecretRef": {"name": TOKEN_SECRET, "namespace": NAMESPACE, "key": "token"},
+            "partition": slurm.partition,
+            "workingDirectory": str(slurm.jobs_dir),
+            "jobEnvironment": {
+                "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                "HOME": os.path.expanduser("~"),
+            },
+            "bindAddress": "127.0.0.1",
+            "localLogs": True,
+            "pollIntervalSeconds": 2,
+        },
+    }
+
+
+def operator_env(kube: KubeControlPlane) -> dict[str, str]:
+    return {"KUBECONFIG": str(kube.kubeconfig), "AIFACTORY_NAMESPACE": NAMESPACE, "PYTHONUNBUFFERED": "1"}
+
+
+def start_operator(kube: KubeControlPlane) -> None:
+    if OPERATOR.running():
+        say(f"operator: already running (pid {OPERATOR.pid()})")
+        return
+    OPERATOR.start([sys.executable, "-m", "aifactory", "operator", "--liveness-host", "127.0.0.1",
+                    "--liveness-port", str(OPERATOR_LIVENESS_PORT)], env=operator_env(kube))
+
+    def alive() -> bool:
+        if not OPERATOR.running():
+            raise RuntimeError(f"the operator exited:\n{OPERATOR.log_tail()}")
+        return httpx.get(f"http://127.0.0.1:{OPERATOR_LIVENESS_PORT}/healthz", timeout=2).status_code == 200
+
+    wait_until(alive, 60, "the operator's liveness endpoint")
+    say(f"operator: running (pid {OPERATOR.pid()}), log {OPERATOR.log_file}")
+
+
+def up() -> None:
+    started = time.monotonic()
+    slurm = LocalSlurm()
+    slurm.up(progress=say)
+    kube = KubeControlPlane()
+    kube.up(progress=say)
+    say("applying the CRDs")
+    apply(kube, *all_crds().values())
+    for crd in all_crds().values():
+        kubectl(kube, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd['metadata']['name']}")
+    say(f"creating namespace {NAMESPACE}, the Slurm token Secret and SlurmCluster 'default'")
+    apply(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    # The token goes through stdin, never on a command line.
+    apply(kube, {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE},
+        "stringData": {"token": slurm.mint_token(lifespan=TOKEN_LIFESPAN)},
+    })
+    apply(kube, default_slurmcluster(slurm))
+    start_operator(kube)
+    say(f"up in {time.monotonic() - started:.0f}s; `aifactory dev env` prints the variables to use it")
+
+
+def running_parts() -> set[str]:
+    """Which of the stack's parts run now (each counts as running when all its processes do)."""
+    kube, slurm = KubeControlPlane(), LocalSlurm()
+    running = set()
+    if all(s.startswith("running") for s in slurm.status().values()):
+        running.add("slurm")
+    if all(s.startswith("running") for s in kube.status().values()):
+        running.add("kube")
+    if OPERATOR.running():
+        running.add("operator")
+    return running
+
+
+def down(keep: set[str] = frozenset()) -> None:
+    """Stop the stack's processes, except the parts named in `keep`."""
+    stopped = []
+    if "operator" not in keep and OPERATOR.stop():
+        stopped.append("operator")
+    if "kube" not in keep:
+        stopped += KubeControlPlane().down()
+    if "slurm" not in keep:
+        stopped += LocalSlurm().down()
+    say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def status() -> int:
+    kube, slurm = KubeControlPlane(), LocalSlurm()
+    parts = {**slurm.status(), **kube.status(),
+             "operator": f"running (pid {OPERATOR.pid()})" if OPERATOR.running() else "stopped"}
+    width = max(map(len, parts))
+    for name, state in parts.items():
+        print(f"{name:<{width}}  {state}")
+    print(f"{'state':<{width}}  {state_dir()}")
+    return 0 if all(s.startswith("running") for s in parts.values()) else 1
+
+
+def env() -> None:
+    kube, slurm = KubeControlPlane(), LocalSlurm()
+    print(f"export KUBECONFIG={kube.kubeconfig}")
+    print(f"export SLURMRESTD_URL={slurm.url}")
+    print(f"export SLURM_JWT={slurm.mint_token(lifespan=TOKEN_LIFESPAN)}")
+    for key, value in slurm.env().items():
+        print(f"export {key}={value}")
+
+
+def command(action: str) -> int:
+    if action == "up":
+        up()
+    elif action == "down":
+        down()
+    elif action == "status":
+        return status()
+    elif action == "env":
+        env()
+    return 0

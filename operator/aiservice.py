@@ -1,0 +1,231 @@
+"""AIService handlers: submit (or adopt) the job, follow it to a healthy endpoint, cancel it on delete.
+
+The decisions are made by aifactory.lifecycle; these handlers only read, call and write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+import kopf
+from pydantic import ValidationError
+
+from aifactory.lifecycle import ServiceRef, SpecError, conditions_for, endpoint_url, job_request, observe
+from aifactory.models import GROUP, VERSION, AIServiceSpec, Condition, Phase, Recipe
+from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
+from aifactory.operator.config import config
+from aifactory.recipes import Catalog, RecipeNotFound
+from aifactory.slurm.errors import SlurmError, SlurmUnreachable
+from aifactory.slurm.jobs import SlurmJob
+
+log = logging.getLogger(__name__)
+
+catalog = Catalog()
+_probe: httpx.AsyncClient | None = None
+
+RESOURCE = (GROUP, VERSION, "aiservices")
+
+
+async def open_probe_client() -> None:
+    global _probe
+    _probe = httpx.AsyncClient(timeout=config.probe_timeout, trust_env=False)
+
+
+async def close_probe_client() -> None:
+    if _probe is not None:
+        await _probe.aclose()
+
+
+def _reachable_condition(cluster: Cluster | None) -> list[Condition]:
+    if cluster is None or cluster.poller.last_success is None and cluster.poller.last_error is None:
+        return []
+    if cluster.poller.reachable:
+        return [Condition(type="SlurmReachable", status="True", reason="Polled", message="slurmrestd answers")]
+    return [Condition(type="SlurmReachable", status="False", reason="SlurmUnreachable",
+                      message=cluster.poller.last_error or "")]
+
+
+def _status(phase: Phase, reason: str, message: str, meta: Any, status: dict, cluster: Cluster | None = None,
+            **fields: Any) -> dict[str, Any]:
+    out = {"phase": phase.value, "message": message or None, "observedGeneration": meta.get("generation"), **fields}
+    out["conditions"] = conditions_for(phase, reason, message, meta.get("generation"), status.get("conditions"),
+                                       _reachable_condition(cluster))
+    return out
+
+
+def _fail(body: Any, patch: kopf.Patch, meta: Any, status: dict, reason: str, message: str) -> None:
+    patch.status.update(_status(Phase.failed, reason, message, meta, status))
+    kopf.warn(body, reason=reason, message=message)
+
+
+async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
+    """A live job tagged with this service's UID, from a fresh look at Slurm (not the cache)."""
+    answer = await cluster.bridge.jobs(None)
+    for job in answer.jobs or []:
+        if job.tags.uid == uid and not job.finished:
+            return job
+    return None
+
+
+async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch) -> None:
+    try:
+        parsed = AIServiceSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        return _fail(body, patch, meta, status, "InvalidSpec", f"invalid spec: {exc}")
+    try:
+        recipe = catalog.get(parsed.recipe)
+    except RecipeNotFound as exc:
+        return _fail(body, patch, meta, status, "RecipeNotFound", str(exc))
+    try:
+        cluster = registry.get(parsed.cluster)
+    except ClusterNotReady as exc:
+        patch.status.update(_status(Phase.pending, "ClusterNotReady", str(exc), meta, status))
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    ref = ServiceRef(meta["namespace"], meta["name"], uid)
+    try:
+        request = job_request(ref, parsed, recipe, cluster.spec)
+    except SpecError as exc:
+        return _fail(body, patch, meta, status, "InvalidSpec", str(exc))
+    try:
+        job = await _find_live_job(cluster, uid)
+        if job is not None:
+            job_id, verb = job.job_id, "Adopted"
+        else:
+            job_id, verb = await cluster.bridge.submit(request), "Submitted"
+    except SlurmUnreachable as exc:
+        patch.status.update({"conditions": conditions_for(
+            Phase(status.get("phase") or "pending"), "SlurmUnreachable", str(exc), meta.get("generation"),
+            status.get("conditions"),
+            [Condition(type="SlurmReachable", status="False", reason="SlurmUnreachable", message=str(exc))])})
+        raise kopf.TemporaryError(f"Slurm unreachable, will retry: {exc}", delay=10) from exc
+    except SlurmError as exc:
+        return _fail(body, patch, meta, status, "SubmitRejected", f"Slurm rejected the job: {exc}")
+    cluster.poller.wake()
+    message = f"{verb} Slurm job {job_id} on cluster {parsed.cluster}"
+    patch.status.update(_status(Phase.pending, verb, message, meta, status, cluster, jobId=job_id,
+                                slurmState="PENDING", node=None, endpoint=None))
+    kopf.info(body, reason=verb, message=message)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch, **_) -> None:
+    if status.get("jobId") or Phase(status.get("phase") or "pending").finished:
+        return  # already submitted (or given up on) before a restart: the timer takes it from here
+    await _start(body, spec, meta, dict(status), uid, patch)
+
+
+@kopf.on.update(*RESOURCE, field="spec")
+async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
+                           **_) -> None:
+    """A changed spec means a new job: the old one is cancelled first."""
+    await _cancel_and_confirm(spec, status, uid)
+    fresh = {"conditions": status.get("conditions")}
+    patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None})
+    await _start(body, spec, meta, fresh, uid, patch)
+
+
+async def _probe_ok(url: str) -> bool:
+    assert _probe is not None
+    try:
+        response = await _probe.get(url)
+        return response.status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5)
+async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, **_) -> None:
+    """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
+    job_id = status.get("jobId")
+    if not job_id or Phase(status.get("phase") or "pending").finished:
+        return
+    try:
+        cluster = registry.get(spec.get("cluster") or "default")
+    except ClusterNotReady:
+        return
+    job = cluster.poller.job(job_id)
+    if job is None:
+        conditions = conditions_for(Phase(status.get("phase") or "pending"), "", status.get("message") or "",
+                                    meta.get("generation"), status.get("conditions"), _reachable_condition(cluster))
+        if conditions != status.get("conditions"):
+            patch.status["conditions"] = conditions
+        return
+    try:
+        recipe: Recipe | None = catalog.get(spec.get("recipe", ""))
+    except RecipeNotFound:
+        recipe = None
+    health_path = recipe.health_path if recipe else "/health"
+
+    endpoint = None
+    healthy = False
+    tags = job.tags
+    if tags.port and job.batch_host and not job.finished:
+        try:
+            endpoint = endpoint_url(await cluster.bridge.node_address(job.batch_host), tags.port)
+        except SlurmError:
+            endpoint = endpoint_url(job.batch_host, tags.port)
+        healthy = await _probe_ok(endpoint + health_path)
+
+    seen = observe(job, healthy)
+    phase, reason, message = seen.phase, seen.reason, seen.message
+    grace = recipe.startup_grace_seconds if recipe else None
+    if (phase in (Phase.building, Phase.starting) and grace and job.start_time
+            and time.time() - job.start_time > grace):
+        phase, reason = Phase.failed, "ReadinessTimeout"
+        tail = await cluster.bridge.log_tail(job, 10) or ""
+        message = f"Not healthy within the recipe's start-up grace of {grace}s; last log lines:\n{tail}".strip()
+        try:
+            await cluster.bridge.cancel(job.job_id)
+        except SlurmError as exc:
+            log.warning("could not cancel job %s after its readiness timeout: %s", job.job_id, exc)
+
+    wanted = _status(phase, reason, message, meta, dict(status), cluster, jobId=job_id,
+                     slurmState=seen.slurm_state, node=seen.node,
+                     endpoint=endpoint if not phase.finished else None)
+    changed = {k: v for k, v in wanted.items() if status.get(k) != v}
+    if changed:
+        patch.status.update(changed)
+    if status.get("phase") != phase.value:
+        event = kopf.warn if phase is Phase.failed else kopf.info
+        event(body, reason=phase.value.title(), message=message)
+
+
+async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) -> None:
+    try:
+        cluster = registry.get(spec.get("cluster") or "default")
+    except ClusterNotReady as exc:
+        if status.get("jobId"):
+            raise kopf.TemporaryError(f"cannot cancel job {status.get('jobId')}: {exc}", delay=5) from exc
+        if retry < 12 and not Phase(status.get("phase") or "pending").finished:
+            # A job may have been submitted just before a restart: give the cluster a minute to connect.
+            raise kopf.TemporaryError(f"waiting for the cluster to look for this service's job: {exc}",
+                                      delay=5) from exc
+        return
+    try:
+        job_id = status.get("jobId")
+        if not job_id:
+            # Submitted but not yet recorded (the operator stopped in between): find it by its tag.
+            job = await _find_live_job(cluster, uid)
+            if job is None:
+                return
+            job_id = job.job_id
+        job = await cluster.bridge.job(job_id)
+        if job is None or job.finished:
+            return
+        await cluster.bridge.cancel(job_id)
+        job = await cluster.bridge.job(job_id)
+    except SlurmError as exc:
+        raise kopf.TemporaryError(f"cannot cancel job: {exc}", delay=5) from exc
+    cluster.poller.wake()
+    if job is not None and not job.finished:
+        raise kopf.TemporaryError(f"waiting for Slurm to confirm that job {job_id} ended ({job.state})", delay=1)
+
+
+@kopf.on.delete(*RESOURCE)
+async def aiservice_delete(spec: Any, status: Any, uid: str, retry: int, **_) -> None:
+    """The finalizer: the resource goes only once Slurm confirms the job ended."""
+    await _cancel_and_confirm(spec, status, uid, retry)

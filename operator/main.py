@@ -1,0 +1,39 @@
+"""The operator: registers the handlers and tunes kopf. Run with `aifactory operator`."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+import kubernetes
+
+from aifactory.operator import aiservice, slurmcluster  # noqa: F401  (registers the handlers)
+from aifactory.operator.clusters import registry
+
+
+def load_kube_config() -> None:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+@kopf.on.startup()
+async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
+    load_kube_config()
+    # One replica (Recreate): no peering resources needed.
+    settings.peering.standalone = True
+    # Keep kopf's bookkeeping out of .status, which is ours and schema-checked.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aifactory.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="aifactory.io", key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    await aiservice.open_probe_client()
+
+
+@kopf.on.cleanup()
+async def operator_cleanup(**_) -> None:
+    await aiservice.close_probe_client()
+    await registry.close()

@@ -1,0 +1,153 @@
+"""The local stack for end-to-end tests: real kube-apiserver, real slurmrestd, the operator.
+
+The session brings the stack up with `aifactory dev up` and, at the end, stops exactly the parts that were
+not running before it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from aifactory.devstack import stack as devstack
+from aifactory.devstack.kube import KubeControlPlane
+from aifactory.devstack.slurm import LocalSlurm
+
+
+@dataclass
+class Stack:
+    kube: KubeControlPlane
+    slurm: LocalSlurm
+    token: str
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run(["kubectl", "--kubeconfig", str(self.kube.kubeconfig), *args], input=stdin,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def apply(self, manifest: dict) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+    def get(self, name: str, namespace: str = "default") -> dict | None:
+        result = self.kubectl("get", "aiservice", name, "-n", namespace, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def slurm_job(self, job_id: str) -> dict | None:
+        """The job as the real slurmrestd reports it (not through aifactory)."""
+        response = httpx.get(f"{self.slurm.url}/slurm/v0.0.38/job/{job_id}", timeout=10,
+                             headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": self.token})
+        jobs = response.json().get("jobs") or []
+        return jobs[0] if jobs else None
+
+    def slurm_cpus(self) -> int:
+        return os.cpu_count() or 1
+
+    def wait_for(self, name: str, predicate, timeout: float, namespace: str = "default",
+                 what: str = "a condition") -> dict:
+        """Poll the resource until predicate(obj) holds; the error shows the last status seen."""
+        deadline = time.monotonic() + timeout
+        obj = None
+        while time.monotonic() < deadline:
+            obj = self.get(name, namespace)
+            if obj is not None and predicate(obj):
+                return obj
+            time.sleep(0.3)
+        raise AssertionError(f"{name}: timed out waiting for {what}; last status: "
+                             f"{json.dumps((obj or {}).get('status'), indent=1)}")
+
+    def phases_until(self, name: str, target: str, timeout: float, namespace: str = "default") -> list[str]:
+        """Every phase the resource passes through (from a watch, so none is missed) until `target`."""
+        argv = ["kubectl", "--kubeconfig", str(self.kube.kubeconfig), "get", "aiservice", name, "-n", namespace,
+                "--watch", "-o", "jsonpath={.status.phase}{'\\n'}"]
+        seen: list[str] = []
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+                if not ready:
+                    continue
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                phase = line.strip()
+                if phase and (not seen or seen[-1] != phase):
+                    seen.append(phase)
+                if phase == target or phase in ("failed", "cancelled", "completed"):
+                    break
+        finally:
+            proc.kill()
+            proc.wait()
+        if not seen or seen[-1] != target:
+            status = (self.get(name, namespace) or {}).get("status")
+            raise AssertionError(f"{name}: phases {seen}, never {target}; status: {json.dumps(status, indent=1)}")
+        return seen
+
+    def wait_gone(self, name: str, timeout: float, namespace: str = "default") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.get(name, namespace) is None:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{name} still exists after {timeout}s: {self.get(name, namespace)}")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    if os.geteuid() != 0:
+        pytest.skip("the local stack (munge, slurmd, slurmctld) needs root")
+    before = devstack.running_parts()
+    subprocess.run([sys.executable, "-m", "aifactory", "dev", "up"], check=True, timeout=1200)
+    slurm = LocalSlurm()
+    yield Stack(KubeControlPlane(), slurm, slurm.mint_token(lifespan=3600))
+    devstack.down(keep=before)
+
+
+@pytest.fixture
+def unique_name():
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    return make
+
+
+def aiservice(name: str, recipe: str, env: dict | None = None, **spec) -> dict:
+    return {"apiVersion": "aifactory.io/v1alpha1", "kind": "AIService",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"recipe": recipe, **({"env": env} if env else {}), **spec}}
+
+
+@pytest.fixture
+def services(stack):
+    """Create AIServices; whatever a test leaves behind is deleted (and its job cancelled) afterwards."""
+    made: list[str] = []
+
+    def create(name: str, recipe: str, **kw) -> str:
+        stack.apply(aiservice(name, recipe, **kw))
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        stack.kubectl("delete", "aiservice", name, "--wait=false", "--ignore-not-found", check=False)
+    for name in made:
+        stack.wait_gone(name, 60)

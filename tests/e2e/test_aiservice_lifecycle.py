@@ -1,0 +1,111 @@
+"""AIService resources become Slurm jobs and working endpoints: real kube-apiserver, real slurmrestd, real model."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from .conftest import aiservice
+
+
+def test_embeddings_service_runs_and_answers_then_delete_cancels_the_job(stack, services, unique_name):
+    name = services(unique_name("emb"), "embeddings/minilm")
+    seen = stack.phases_until(name, "running", timeout=240)
+    assert seen[0] == "pending" and "starting" in seen, seen
+    status = stack.get(name)["status"]
+    assert status["jobId"] and status["node"] == stack.slurm.node_name
+    assert status["endpoint"].startswith("http://127.0.0.1:")
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+
+    # A real request, answered by the real model.
+    answer = httpx.post(f"{status['endpoint']}/v1/embeddings", json={"input": ["hello world", "bonjour"]},
+                        timeout=30).json()
+    assert [len(d["embedding"]) for d in answer["data"]] == [384, 384]
+
+    # The job Slurm runs is the one the status names, and it is running.
+    assert stack.slurm_job(status["jobId"])["job_state"] == "RUNNING"
+
+    # kubectl shows the columns that matter.
+    table = stack.kubectl("get", "ais", name).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "RECIPE", "JOB", "NODE", "ENDPOINT", "AGE"]
+    assert table[1].split()[:5] == [name, "running", "embeddings/minilm", status["jobId"], status["node"]]
+    stack.kubectl("wait", "--for=condition=Ready", f"ais/{name}", "--timeout=10s")
+
+    # Delete cancels the Slurm job; the resource goes once Slurm confirms.
+    stack.kubectl("delete", "ais", name, "--wait=false")
+    stack.wait_gone(name, 60)
+    assert stack.slurm_job(status["jobId"])["job_state"] == "CANCELLED"
+
+
+def test_kubectl_wait_returns_when_the_service_becomes_ready(stack, services, unique_name):
+    name = services(unique_name("wait"), "testing/openai-echo")
+    result = stack.kubectl("wait", "--for=condition=Ready", f"ais/{name}", "--timeout=120s", timeout=150)
+    assert "condition met" in result.stdout
+    assert stack.get(name)["status"]["phase"] == "running"
+
+
+def test_scancel_outside_shows_cancelled(stack, services, unique_name):
+    name = services(unique_name("scancel"), "testing/openai-echo")
+    status = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running", 120,
+                            what="running")["status"]
+    subprocess.run(["scancel", status["jobId"]], env={**stack.slurm.env(), "PATH": "/usr/bin:/bin"}, check=True)
+    final = stack.wait_for(name, lambda o: o["status"]["phase"] == "cancelled", 30, what="cancelled")["status"]
+    assert final["slurmState"] == "CANCELLED"
+    assert "endpoint" not in final
+    ready = {c["type"]: c for c in final["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "Cancelled"
+
+
+def test_a_job_that_exits_non_zero_is_failed_with_its_exit_code(stack, services, unique_name):
+    # With no usable PATH the job's command cannot be found: bash exits 127.
+    name = services(unique_name("fails"), "testing/openai-echo", env={"PATH": "/nonexistent"})
+    final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 60,
+                           what="failed")["status"]
+    assert final["slurmState"] == "FAILED"
+    assert "exit code 127" in final["message"] and "NonZeroExitCode" in final["message"]
+    stalled = {c["type"]: c for c in final["conditions"]}["Stalled"]
+    assert stalled["status"] == "True"
+
+
+def test_a_submit_slurm_rejects_fails_with_slurms_words(stack, services, unique_name):
+    name = services(unique_name("badpart"), "testing/openai-echo", partition="no-such-partition")
+    final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 30,
+                           what="failed")["status"]
+    assert "Invalid partition name specified" in final["message"]
+    assert "jobId" not in final
+
+
+def test_unknown_recipe_fails_with_a_clear_message(stack, services, unique_name):
+    name = services(unique_name("norecipe"), "inference/does-not-exist")
+    final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 30,
+                           what="failed")["status"]
+    assert final["message"] == "Recipe 'inference/does-not-exist' not found"
+
+
+def test_the_api_server_rejects_a_manifest_without_recipe(stack, unique_name):
+    manifest = aiservice(unique_name("invalid"), "x")
+    del manifest["spec"]["recipe"]
+    import yaml
+
+    result = stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest), check=False)
+    assert result.returncode != 0
+    assert "spec.recipe" in result.stderr and "Required value" in result.stderr
+
+
+def test_deleting_a_pending_service_cancels_its_queued_job(stack, services, unique_name):
+    # A first service takes every CPU of the one node, so Slurm keeps the second one queued.
+    services(unique_name("blocker"), "testing/openai-echo", resources={"cpu": stack.slurm_cpus()})
+    hog = services(unique_name("queued"), "testing/openai-echo")
+    status = stack.wait_for(hog, lambda o: o.get("status", {}).get("jobId"), 30, what="a job id")["status"]
+    assert status["phase"] == "pending"
+    time.sleep(3)  # a poll or two: it must stay pending, with Slurm's reason in the message
+    status = stack.get(hog)["status"]
+    assert status["phase"] == "pending" and status["message"].startswith("Queued by Slurm")
+    assert stack.slurm_job(status["jobId"])["job_state"] == "PENDING"
+    stack.kubectl("delete", "ais", hog, "--wait=false")
+    stack.wait_gone(hog, 60)
+    assert stack.slurm_job(status["jobId"])["job_state"] == "CANCELLED"
