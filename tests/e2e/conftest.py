@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,7 +29,7 @@ from aifactory.devstack.slurm import LocalSlurm
 class Stack:
     kube: KubeControlPlane
     slurm: LocalSlurm
-    token: str
+    token: str = field(repr=False)  # a slurmrestd JWT: never in test output
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess:
@@ -38,6 +38,11 @@ class Stack:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
+
+    @staticmethod
+    def manifest(name: str, recipe: str, env: dict | None = None, namespace: str = "default", **spec) -> dict:
+        """An AIService manifest, as a user would write it."""
+        return aiservice(name, recipe, env, namespace=namespace, **spec)
 
     def apply(self, manifest: dict) -> None:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
@@ -130,9 +135,9 @@ def unique_name():
     return make
 
 
-def aiservice(name: str, recipe: str, env: dict | None = None, **spec) -> dict:
+def aiservice(name: str, recipe: str, env: dict | None = None, namespace: str = "default", **spec) -> dict:
     return {"apiVersion": "aifactory.io/v1alpha1", "kind": "AIService",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"recipe": recipe, **({"env": env} if env else {}), **spec}}
 
 

@@ -7,8 +7,7 @@ import time
 
 import httpx
 import pytest
-
-from .conftest import aiservice
+import yaml
 
 
 def test_embeddings_service_runs_and_answers_then_delete_cancels_the_job(stack, services, unique_name):
@@ -87,13 +86,13 @@ def test_unknown_recipe_fails_with_a_clear_message(stack, services, unique_name)
 
 
 def test_the_api_server_rejects_a_manifest_without_recipe(stack, unique_name):
-    manifest = aiservice(unique_name("invalid"), "x")
+    manifest = stack.manifest(unique_name("invalid"), "x")
     del manifest["spec"]["recipe"]
-    import yaml
-
-    result = stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest), check=False)
+    # --validate=false: the request reaches the API server, whose CRD schema must refuse it.
+    result = stack.kubectl("apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump(manifest), check=False)
     assert result.returncode != 0
     assert "spec.recipe" in result.stderr and "Required value" in result.stderr
+    assert stack.get(manifest["metadata"]["name"]) is None
 
 
 def test_deleting_a_pending_service_cancels_its_queued_job(stack, services, unique_name):
