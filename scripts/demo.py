@@ -1,0 +1,63 @@
+"""`make demo` after `aifactory dev up`: deploy the example embeddings service, wait for it visibly, show how to use it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from aifactory.devstack.kube import KubeControlPlane
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embeddings-minilm.yaml"
+NAME = "demo-embeddings"
+TIMEOUT = 600
+
+
+def kubectl(kubeconfig: Path, *args: str) -> str:
+    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def main() -> int:
+    kubeconfig = KubeControlPlane().kubeconfig
+    print(f"[demo] kubectl apply -f {EXAMPLE.relative_to(Path.cwd()) if EXAMPLE.is_relative_to(Path.cwd()) else EXAMPLE}")
+    print(kubectl(kubeconfig, "apply", "-f", str(EXAMPLE)).strip())
+    started, last = time.monotonic(), None
+    status: dict = {}
+    while time.monotonic() - started < TIMEOUT:
+        status = json.loads(kubectl(kubeconfig, "get", "aiservice", NAME, "-o", "json")).get("status") or {}
+        line = (status.get("phase"), status.get("jobId"), status.get("message"))
+        if line != last:
+            print(f"[demo] {time.monotonic() - started:5.1f}s  phase={status.get('phase', '-')}"
+                  f"  job={status.get('jobId', '-')}  {status.get('message', '')}", flush=True)
+            last = line
+        if status.get("phase") == "running":
+            break
+        if status.get("phase") in ("failed", "cancelled", "completed"):
+            print(f"[demo] the service ended: {status.get('message')}", file=sys.stderr)
+            return 1
+        time.sleep(1)
+    else:
+        print(f"[demo] not running after {TIMEOUT}s; see `kubectl describe ais {NAME}`", file=sys.stderr)
+        return 1
+
+    endpoint = status["endpoint"]
+    answer = httpx.post(f"{endpoint}/v1/embeddings", json={"input": "Hello from aifactory"}, timeout=60).json()
+    dims = len(answer["data"][0]["embedding"])
+    print(f"[demo] the model answered: a {dims}-dimensional embedding\n")
+    print("Your embeddings service is running. Try it:\n")
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print("  kubectl get ais")
+    print(f"  curl -s {endpoint}/v1/models")
+    print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{{\"input\": \"Hello\"}}'")
+    print(f"\n  kubectl delete ais {NAME}     # cancels the Slurm job")
+    print("  python3 -m aifactory dev down  # stops the whole local stack")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
