@@ -148,6 +148,20 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
     except ClusterNotReady:
         return
     job = cluster.poller.job(job_id)
+    if job is None and cluster.poller.reachable:
+        # Not in the cluster's job list (e.g. forgotten while the operator was down): ask once for this job.
+        try:
+            job = await cluster.bridge.job(job_id)
+        except SlurmError:
+            job = None
+        else:
+            if job is None:
+                message = f"Slurm no longer knows job {job_id}; its end state is unknown"
+                patch.status.update(_status(Phase.failed, "JobLost", message, meta, dict(status), cluster,
+                                            endpoint=None))
+                kopf.warn(body, reason="JobLost", message=message)
+                return
+            cluster.poller.jobs.setdefault(job_id, job)
     if job is None:
         conditions = conditions_for(Phase(status.get("phase") or "pending"), "", status.get("message") or "",
                                     meta.get("generation"), status.get("conditions"), _reachable_condition(cluster))
