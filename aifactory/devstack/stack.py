@@ -160,6 +160,31 @@ def env() -> None:
         print(f"export {key}={value}")
 
 
+def leftover_processes() -> list[tuple[int, str]]:
+    """Processes that still belong to the stack: their command line or environment names its state directory
+    (daemons have their configs there; Slurm jobs carry SLURM_CONF pointing into it)."""
+    marker = str(state_dir()).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            if (entry / "stat").read_text().split(") ", 1)[1].startswith("Z"):
+                continue  # a zombie holds nothing
+        except OSError:
+            continue
+        if marker in cmdline or marker in environ:
+            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
+    # And any recorded pid still alive (munged, for one, keeps no file of ours on its command line).
+    for pid_file in (state_dir() / "pids").glob("*.pid"):
+        process = ManagedProcess(pid_file.stem)
+        if process.running() and all(pid != process.pid() for pid, _ in found):
+            found.append((process.pid(), f"{pid_file.stem} (recorded)"))
+    return found
+
+
 def command(action: str) -> int:
     if action == "up":
         up()

@@ -126,6 +126,10 @@ def stack() -> Stack:
     slurm = LocalSlurm()
     yield Stack(KubeControlPlane(), slurm, slurm.mint_token(lifespan=3600))
     devstack.down(keep=before)
+    if not before:
+        # The session started the whole stack, so `dev down` must leave none of it behind.
+        time.sleep(1)
+        assert devstack.leftover_processes() == [], "processes of the stack survived `aifactory dev down`"
 
 
 @pytest.fixture
