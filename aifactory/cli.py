@@ -54,6 +54,17 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from aifactory.api.app import create_app
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     from aifactory.devstack import stack
 
@@ -70,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness-port", type=int, default=8080)
     op.add_argument("--log-level", default="info")
     op.set_defaults(run=_operator)
+
+    api = sub.add_parser("api", help="serve the REST API (AIFACTORY_API_* variables configure it)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8001)
+    api.add_argument("--log-level", default="info")
+    api.set_defaults(run=_api)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
     crds.add_argument("--output", default="crds")

@@ -26,6 +26,9 @@ NAMESPACE = "aifactory-system"
 TOKEN_SECRET = "slurm-jwt"
 OPERATOR = ManagedProcess("operator")
 OPERATOR_LIVENESS_PORT = 18080
+API = ManagedProcess("api")
+API_PORT = 8001
+API_URL = f"http://127.0.0.1:{API_PORT}"
 TOKEN_LIFESPAN = 7 * 24 * 3600  # the local stack renews it at every `dev up`
 
 
@@ -92,6 +95,26 @@ def start_operator(kube: KubeControlPlane) -> None:
     say(f"operator: running (pid {OPERATOR.pid()}), log {OPERATOR.log_file}")
 
 
+def start_api(kube: KubeControlPlane) -> None:
+    if API.running():
+        say(f"api: already running (pid {API.pid()})")
+        return
+    API.start([sys.executable, "-m", "aifactory", "api", "--host", "127.0.0.1", "--port", str(API_PORT)],
+              env={"KUBECONFIG": str(kube.kubeconfig), "AIFACTORY_API_OPERATOR_NAMESPACE": NAMESPACE,
+                   "PYTHONUNBUFFERED": "1"})
+
+    def alive() -> bool:
+        if not API.running():
+            raise RuntimeError(f"the REST API exited:\n{API.log_tail()}")
+        try:
+            return httpx.get(f"{API_URL}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(alive, 60, "the REST API's /health")
+    say(f"api: running (pid {API.pid()}) at {API_URL}, log {API.log_file}")
+
+
 def up() -> None:
     started = time.monotonic()
     slurm = LocalSlurm()
@@ -112,6 +135,7 @@ def up() -> None:
     })
     apply(kube, default_slurmcluster(slurm))
     start_operator(kube)
+    start_api(kube)
     say(f"up in {time.monotonic() - started:.0f}s; `aifactory dev env` prints the variables to use it")
 
 
@@ -125,12 +149,16 @@ def running_parts() -> set[str]:
         running.add("kube")
     if OPERATOR.running():
         running.add("operator")
+    if API.running():
+        running.add("api")
     return running
 
 
 def down(keep: set[str] = frozenset()) -> None:
     """Stop the stack's processes, except the parts named in `keep`."""
     stopped = []
+    if "api" not in keep and API.stop():
+        stopped.append("api")
     if "operator" not in keep and OPERATOR.stop():
         stopped.append("operator")
     if "kube" not in keep:
@@ -143,7 +171,8 @@ def down(keep: set[str] = frozenset()) -> None:
 def status() -> int:
     kube, slurm = KubeControlPlane(), LocalSlurm()
     parts = {**slurm.status(), **kube.status(),
-             "operator": f"running (pid {OPERATOR.pid()})" if OPERATOR.running() else "stopped"}
+             "operator": f"running (pid {OPERATOR.pid()})" if OPERATOR.running() else "stopped",
+             "api": f"running (pid {API.pid()}) {API_URL}" if API.running() else "stopped"}
     width = max(map(len, parts))
     for name, state in parts.items():
         print(f"{name:<{width}}  {state}")
@@ -155,6 +184,7 @@ def env() -> None:
     kube, slurm = KubeControlPlane(), LocalSlurm()
     print(f"export KUBECONFIG={kube.kubeconfig}")
     print(f"export SLURMRESTD_URL={slurm.url}")
+    print(f"export AIFACTORY_API_URL={API_URL}")
     print(f"export SLURM_JWT={slurm.mint_token(lifespan=TOKEN_LIFESPAN)}")
     for key, value in slurm.env().items():
         print(f"export {key}={value}")

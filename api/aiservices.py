@@ -1,0 +1,63 @@
+"""AIService resources as the REST API makes and finds them: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from aifactory.models import API_VERSION, AIServiceSpec, Recipe, Resources
+from aifactory.api.schemas import ServiceConfig
+
+MANAGED_BY = "aifactory-api"
+# DNS-1123 labels are at most 63 characters; the suffix takes 7.
+_MAX_PREFIX = 63 - 7
+
+
+def service_name(recipe: Recipe, suffix: str | None = None) -> str:
+    """`<recipe name>-<6 hex>`, e.g. vllm-3f9c2a: readable, and unique enough to retry on the rare clash."""
+    prefix = recipe.name[:_MAX_PREFIX].rstrip("-")
+    return f"{prefix}-{suffix or secrets.token_hex(3)}"
+
+
+def aiservice_manifest(name: str, namespace: str, recipe: Recipe, config: ServiceConfig) -> dict:
+    """The AIService a POST /services creates (validated by the same model the CRD is made from)."""
+    spec = AIServiceSpec(recipe=recipe.path, env=config.environment,
+                         resources=Resources(**config.resources.model_dump()))
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AIService",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+        "spec": spec.wire(),
+    }
+
+
+def find_service(objects: Iterable[dict], service_id: str) -> dict | None:
+    """The AIService named `service_id`, else the one whose Slurm job id it is (the seed's ids)."""
+    by_job = None
+    for obj in objects:
+        if obj.get("metadata", {}).get("name") == service_id:
+            return obj
+        if by_job is None and service_id and (obj.get("status") or {}).get("jobId") == service_id:
+            by_job = obj
+    return by_job
+
+
+def created_order(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return meta.get("creationTimestamp") or "", meta.get("name") or ""
+
+
+def availability(obj: dict) -> tuple[str | None, str, bool]:
+    """(endpoint when the service takes requests, why not otherwise, whether it may still come up)."""
+    status = obj.get("status") or {}
+    name = (obj.get("metadata") or {}).get("name", "")
+    phase = status.get("phase") or "pending"
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        return None, f"Service {name} is being stopped", False
+    if phase == "running" and status.get("endpoint"):
+        return status["endpoint"], "", True
+    why = f"Service {name} is {phase}"
+    if status.get("message"):
+        why += f": {status['message']}"
+    return None, why, phase not in ("completed", "failed", "cancelled")
