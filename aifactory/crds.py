@@ -8,7 +8,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from aifactory.models import GROUP, VERSION, AIServiceSpec, AIServiceStatus, SlurmClusterSpec, SlurmClusterStatus
+from aifactory.models import (
+    GROUP, VERSION, AIServiceSpec, AIServiceStatus, Recipe, ServiceRecipeStatus, SlurmClusterSpec, SlurmClusterStatus,
+)
 
 # JSON-schema keys that a structural Kubernetes schema does not allow or does not need.
 _DROPPED = {"title", "$defs", "additionalProperties_false"}
@@ -136,11 +138,25 @@ def slurmcluster_crd() -> dict[str, Any]:
                 columns, "How aifactory reaches one Slurm cluster.")
 
 
+def servicerecipe_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "Path", "type": "string", "jsonPath": ".status.path"},
+        {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime"},
+        {"name": "Accepted", "type": "boolean", "jsonPath": ".status.accepted"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
+        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    ]
+    return _crd("ServiceRecipe", "servicerecipes", "Cluster", Recipe, ServiceRecipeStatus, ["srec"], columns,
+                "A recipe the cluster adds to the catalog (or overrides a built-in one with): category/name.")
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD, in the order they are applied."""
     return {
         "aifactory.io_aiservices.yaml": aiservice_crd(),
         "aifactory.io_slurmclusters.yaml": slurmcluster_crd(),
+        "aifactory.io_servicerecipes.yaml": servicerecipe_crd(),
     }
 
 

@@ -50,7 +50,8 @@ def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluste
         raise SpecError(str(exc)) from exc
     return JobRequest(
         name=f"ais-{service.namespace}-{service.name}"[:128],
-        script=render_job_script(recipe, title),
+        script=render_job_script(recipe, title, env_names=[*recipe.environment, *spec.env],
+                                 gpus=resources.gpu or 0),
         environment=environment,
         working_directory=workdir,
         standard_output=f"{workdir}/{JOB_STDOUT}",

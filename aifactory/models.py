@@ -5,10 +5,11 @@ Field names are Kubernetes-style camelCase on the wire (aliases) and snake_case 
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "aifactory.io"
@@ -121,6 +122,11 @@ class Runtime(str, Enum):
     native = "native"
 
 
+IMAGE_PATTERN = r"^((docker|oras)://[^\s]+|/[^\s]*\.sif)$"
+# `{env:NAME}` in a command argument: the value of NAME in the job's environment, as one argument.
+ENV_PLACEHOLDER = re.compile(r"\{env:([^}]*)\}")
+
+
 class Recipe(Model):
     """A kind of AI service: what to run, how to reach it and what it needs by default."""
 
@@ -130,15 +136,29 @@ class Recipe(Model):
     version: str = Field("1.0", description="Recipe version.")
     runtime: Runtime = Field(Runtime.apptainer, description="apptainer (a container) or native (a command on the node).")
     image: str | None = Field(
-        None, description="Container image: docker://..., oras://... or a .sif path (runtime apptainer)."
+        None, pattern=IMAGE_PATTERN,
+        description="Container image: docker://..., oras://... or an absolute .sif path (runtime apptainer).",
     )
-    build: str | None = Field(None, description="Apptainer definition file text to build the image from.")
+    build: str | None = Field(
+        None, min_length=1, description="Apptainer definition file text to build the image from (instead of image)."
+    )
     command: list[str] = Field(
         default_factory=list,
-        description="Command and arguments, each passed as one argument; {port} and {host} are replaced.",
+        description="Command and arguments, each passed as one argument; {port}, {host} and {env:NAME} are "
+                    "replaced. With runtime apptainer and no command, the image's runscript gets the args.",
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Further arguments after the command, with the same placeholders."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Fixed port, for a service that cannot be told one; otherwise a free port is picked at run time.",
     )
     port_env: str | None = Field(
         None, pattern=ENV_NAME_PATTERN, description="Environment variable that tells the service its port."
+    )
+    host_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Environment variable that tells the service its bind address."
     )
     health_path: str = Field("/health", pattern=r"^/", description="HTTP path that answers 200 once the service is up.")
     startup_grace_seconds: int = Field(
@@ -146,8 +166,32 @@ class Recipe(Model):
     )
     environment: EnvMap = Field(default_factory=dict, description="Default environment; the service's env overrides it.")
     resources: Resources = Field(default_factory=Resources, description="Default resources.")
-    binds: list[str] = Field(default_factory=list, description="Apptainer bind mounts (src[:dest[:opts]]).")
+    binds: list[Annotated[str, Field(pattern=r"^[^,\s]+$")]] = Field(
+        default_factory=list,
+        description="Further Apptainer bind mounts (src[:dest[:opts]]); the model cache (/models) and the "
+                    "workspace (/workspace) are always bound.",
+    )
+    workdir: str | None = Field(None, pattern=r"^/", description="Working directory inside the container (--pwd).")
     openai_api: bool = Field(False, description="Whether the service speaks the OpenAI HTTP API (/v1/models, ...).")
+
+    @field_validator("command", "args")
+    @classmethod
+    def _env_placeholders_name_variables(cls, argv: list[str]) -> list[str]:
+        for arg in argv:
+            for name in ENV_PLACEHOLDER.findall(arg):
+                if not re.fullmatch(ENV_NAME_PATTERN, name):
+                    raise ValueError(f"{{env:{name}}}: {name!r} is not an environment variable name")
+        return argv
+
+    @model_validator(mode="after")
+    def _runnable(self) -> "Recipe":
+        if self.runtime is Runtime.native and not self.command:
+            raise ValueError("command: a recipe with runtime native needs a command")
+        if self.runtime is Runtime.apptainer and not (self.image or self.build):
+            raise ValueError("image: a recipe with runtime apptainer needs an image or a build definition")
+        if self.image and self.build:
+            raise ValueError("build: give an image or a build definition, not both")
+        return self
 
     @property
     def path(self) -> str:
@@ -162,12 +206,87 @@ class SecretKeyRef(Model):
     key: str = Field("token", description="Key in the Secret's data.")
 
 
+class Transport(str, Enum):
+    """How the operator reaches a Slurm cluster."""
+
+    rest = "rest"
+    ssh_tunnel = "ssh-tunnel"
+    ssh_cli = "ssh-cli"
+
+
+class SshKeyRef(SecretKeyRef):
+    """A Secret key holding an SSH private key (OpenSSH or PEM format, without passphrase)."""
+
+    key: str = Field("ssh-privatekey", description="Key in the Secret's data (kubernetes.io/ssh-auth uses ssh-privatekey).")
+
+
+class KnownHostsRef(SecretKeyRef):
+    """A Secret key holding known_hosts lines for the login node."""
+
+    key: str = Field("known_hosts", description="Key in the Secret's data.")
+
+
+class SshSpec(Model):
+    """The login node to reach over SSH (transports ssh-tunnel and ssh-cli). Key authentication only."""
+
+    host: str = Field(..., min_length=1, description="Login node host name or address, as reached from the operator.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port of the login node.")
+    user: str = Field(..., min_length=1, description="User to log in as; Slurm jobs submitted over the CLI run as this user.")
+    key_secret_ref: SshKeyRef = Field(..., description="Secret holding the private key to log in with.")
+    known_hosts: str | None = Field(
+        None, description='known_hosts lines with the login node\'s host key, e.g. "[login.example.org]:22 ssh-ed25519 '
+        'AAAA...". Unknown or changed host keys are refused.'
+    )
+    known_hosts_secret_ref: KnownHostsRef | None = Field(
+        None, description="Secret holding the known_hosts lines instead of knownHosts."
+    )
+    slurmrestd_socket: str | None = Field(
+        None, description="Unix socket path of slurmrestd on the login node (ssh-tunnel); when unset, url is used."
+    )
+
+
+class MintSpec(Model):
+    """Mint slurmrestd tokens with `scontrol token` over SSH and renew them before they expire."""
+
+    lifespan_seconds: int = Field(1800, ge=60, description="Lifespan asked of `scontrol token lifespan=`.")
+    renew_before_seconds: int = Field(300, ge=0, description="Mint a new token this long before the old one expires.")
+
+
+class TokenSpec(Model):
+    """Where the slurmrestd JWT comes from: a Secret, or minted over SSH."""
+
+    secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the JWT (re-read when slurmrestd answers 401).")
+    mint: MintSpec | None = Field(None, description="Mint the JWT with `scontrol token` on the login node (needs ssh).")
+
+
+class CliSpec(Model):
+    """How Slurm's commands run on the login node (transport ssh-cli, and token minting)."""
+
+    environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+        default_factory=dict, description="Environment for sbatch/squeue/scancel/scontrol on the login node, e.g. SLURM_CONF."
+    )
+    command_prefix: str | None = Field(
+        None, description='Shell text put before every Slurm command as given, e.g. ". /etc/profile.d/modules.sh && '
+        'module load slurm &&". Trusted: written by the cluster admin.'
+    )
+
+
 class SlurmClusterSpec(Model):
     """How to reach one Slurm cluster and what its jobs get by default."""
 
-    url: str = Field(..., description="slurmrestd base URL, e.g. http://127.0.0.1:6820.")
+    transport: Transport = Field(
+        Transport.rest, description="rest: slurmrestd over HTTP(S); ssh-tunnel: slurmrestd through SSH to the login "
+        "node; ssh-cli: sbatch/squeue/scancel over SSH."
+    )
+    url: str | None = Field(
+        None, description="slurmrestd base URL, e.g. http://127.0.0.1:6820; with ssh-tunnel as seen from the login node. "
+        "Needed by rest and ssh-tunnel (unless ssh.slurmrestdSocket)."
+    )
     user: str = Field("root", description="Slurm user the jobs run as (X-SLURM-USER-NAME).")
-    token_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the slurmrestd JWT.")
+    token_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the slurmrestd JWT (same as token.secretRef).")
+    token: TokenSpec | None = Field(None, description="Where the slurmrestd JWT comes from (rest, ssh-tunnel).")
+    ssh: SshSpec | None = Field(None, description="The login node (ssh-tunnel, ssh-cli, token minting).")
+    cli: CliSpec = Field(default_factory=CliSpec, description="Slurm commands on the login node (ssh-cli, token minting).")
     api_version: str | None = Field(
         None, pattern=r"^v0\.0\.[0-9]+$", description="Pin the slurmrestd API version; detected when unset."
     )
@@ -185,6 +304,24 @@ class SlurmClusterSpec(Model):
     )
     poll_interval_seconds: float = Field(5.0, gt=0, description="How often the one poller of this cluster asks Slurm.")
 
+    @model_validator(mode="after")
+    def _transport_needs(self) -> "SlurmClusterSpec":
+        if self.transport is Transport.rest and not self.url:
+            raise ValueError("transport rest needs url")
+        if self.transport in (Transport.ssh_tunnel, Transport.ssh_cli) and self.ssh is None:
+            raise ValueError(f"transport {self.transport.value} needs ssh")
+        if self.transport is Transport.ssh_tunnel and not (self.url or self.ssh.slurmrestd_socket):
+            raise ValueError("transport ssh-tunnel needs url (as seen from the login node) or ssh.slurmrestdSocket")
+        if self.ssh is not None and not (self.ssh.known_hosts or self.ssh.known_hosts_secret_ref):
+            raise ValueError("ssh needs knownHosts or knownHostsSecretRef: the login node's host key must be known")
+        if self.token and self.token.mint and self.ssh is None:
+            raise ValueError("token.mint needs ssh: tokens are minted with scontrol on the login node")
+        return self
+
+    @property
+    def token_ref(self) -> SecretKeyRef | None:
+        return (self.token.secret_ref if self.token else None) or self.token_secret_ref
+
 
 class SlurmClusterStatus(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
@@ -193,3 +330,13 @@ class SlurmClusterStatus(Model):
     reachable: bool | None = Field(None, description="Whether the last poll reached slurmrestd.")
     message: str | None = Field(None, description="The last error, in the outside system's words.")
     conditions: list[Condition] = Field(default_factory=list, description="Reachable and other conditions.")
+
+
+class ServiceRecipeStatus(Model):
+    """Whether the operator took the recipe into its catalog."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    path: str | None = Field(None, description="The recipe's path in the catalog (category/name).")
+    accepted: bool | None = Field(None, description="Whether the recipe is in the operator's catalog.")
+    message: str | None = Field(None, description="Why not, naming the field that is wrong.")

@@ -8,6 +8,7 @@ import kopf
 import kubernetes
 
 from aifactory.operator import aiservice, slurmcluster  # noqa: F401  (registers the handlers)
+from aifactory.operator import servicerecipe  # noqa: F401  (registers the handlers)
 from aifactory.operator.clusters import registry
 
 

@@ -6,8 +6,10 @@ ServiceRecipe resources (cluster-scoped) add or override entries at run time; `C
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -36,7 +38,26 @@ def load_recipe_file(path: Path) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeInvalid(f"{path.parent.name}/{path.name}: {exc}") from exc
+        raise RecipeInvalid(f"{path.parent.name}/{path.name}: {_field_errors(exc)}") from exc
+
+
+def recipe_from_resource(body: Mapping[str, Any]) -> Recipe:
+    """The recipe a ServiceRecipe resource declares (its spec is a Recipe); the error names the bad field."""
+    name = (body.get("metadata") or {}).get("name", "?")
+    try:
+        return Recipe.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as exc:
+        raise RecipeInvalid(f"ServiceRecipe {name}: {_field_errors(exc)}") from exc
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """pydantic's errors as `field: message` (model-wide checks already start with the field's name)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

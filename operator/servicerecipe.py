@@ -1,0 +1,54 @@
+"""ServiceRecipe handlers: keep the operator's catalog in step with the ServiceRecipe resources.
+
+A ServiceRecipe's spec is a Recipe; it adds the recipe at spec.category/spec.name or overrides the built-in one
+there. The catalog lives in memory: on start-up the resume handlers fill it again from the resources.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from aifactory.models import GROUP, VERSION
+from aifactory.operator.aiservice import catalog
+from aifactory.recipes import RecipeInvalid, recipe_from_resource
+
+log = logging.getLogger(__name__)
+
+RESOURCE = (GROUP, VERSION, "servicerecipes")
+
+# Which resource put each path into the catalog, so that deleting or renaming one never removes another's.
+_owners: dict[str, str] = {}
+
+
+def _forget(resource: str) -> None:
+    for path in [p for p, owner in _owners.items() if owner == resource]:
+        del _owners[path]
+        catalog.overrides.pop(path, None)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def servicerecipe_apply(body: Any, name: str, patch: kopf.Patch, **_) -> None:
+    _forget(name)
+    try:
+        recipe = recipe_from_resource(body)
+    except RecipeInvalid as exc:
+        patch.status.update({"accepted": False, "path": None, "message": str(exc)})
+        kopf.warn(body, reason="InvalidRecipe", message=str(exc))
+        return
+    catalog.overrides[recipe.path] = recipe
+    _owners[recipe.path] = name
+    message = f"Recipe {recipe.path} is in the catalog"
+    patch.status.update({"accepted": True, "path": recipe.path, "message": message})
+    kopf.info(body, reason="Accepted", message=message)
+    log.info("ServiceRecipe %s: %s", name, message)
+
+
+@kopf.on.delete(*RESOURCE)
+async def servicerecipe_delete(name: str, **_) -> None:
+    _forget(name)
+    log.info("ServiceRecipe %s removed from the catalog", name)

@@ -1,0 +1,96 @@
+"""A recipe with runtime apptainer on the real local Slurm, driven through the apptainer TEST DOUBLE.
+
+The double (tests/doubles/apptainer) is put on the job's PATH through the service's env; it checks that the
+flags are ones Apptainer documents, records them, "pulls" slowly into the SIF cache and runs the command natively.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
+
+
+@pytest.fixture
+def service_recipes(stack):
+    """Create ServiceRecipes with kubectl; whatever a test leaves behind is deleted afterwards."""
+    made: list[str] = []
+
+    def create(name: str, **spec) -> str:
+        manifest = {"apiVersion": "aifactory.io/v1alpha1", "kind": "ServiceRecipe", "metadata": {"name": name},
+                    "spec": {"name": name, **spec}}
+        stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        stack.kubectl("delete", "servicerecipe", name, "--ignore-not-found", "--timeout=60s", check=False)
+
+
+def accepted(stack, name: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        got = stack.kubectl("get", "servicerecipe", name, "-o", "json", check=False)
+        status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
+        if "accepted" in status:
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"ServiceRecipe {name} never got a status; last: {status}")
+
+
+def job_path(stack) -> str:
+    cluster = json.loads(stack.kubectl("get", "slurmcluster", "default", "-o", "json").stdout)
+    return cluster["spec"].get("jobEnvironment", {}).get("PATH", "/usr/local/bin:/usr/bin:/bin")
+
+
+def test_apptainer_recipe_goes_pending_building_starting_running(stack, services, service_recipes, unique_name,
+                                                                  tmp_path):
+    tmp_path.chmod(0o755)
+    name = unique_name("appt")
+    image = f"docker://example.invalid/aifactory-e2e/openai-echo:{name}"  # a fake reference: only the double pulls it
+    service_recipes(name, category="e2e", runtime="apptainer", image=image,
+                    command=["python3", "-m", "aifactory.servers.openai_test_server", "--host", "{host}",
+                             "--port", "{port}"],
+                    healthPath="/health", startupGraceSeconds=120, openaiApi=True,
+                    resources={"cpu": 1, "memory": "256M", "timeLimit": 10, "nodes": 1})
+    assert accepted(stack, name) == {"accepted": True, "path": f"e2e/{name}",
+                                     "message": f"Recipe e2e/{name} is in the catalog"}
+    record = tmp_path / "apptainer.calls"
+    marker = tmp_path / "pwned"
+    hostile = f"$(touch {marker}) `touch {marker}` '; touch {marker} #"
+    env = {
+        # The service's PATH replaces the cluster's for the job: the double comes first.
+        "PATH": f"{DOUBLES}:{job_path(stack)}",
+        "AIFACTORY_TEST_APPTAINER_RECORD": str(record),
+        "AIFACTORY_TEST_APPTAINER_PULL_SECONDS": "6",
+        "AIFACTORY_SIF_CACHE": str(tmp_path / "sif"),
+        "AIFACTORY_MODEL_CACHE": str(tmp_path / "models"),
+        "AIFACTORY_WORKSPACE": str(tmp_path / "workspace"),
+        "OPENAI_TEST_STARTUP_DELAY": "4",
+        "OPENAI_TEST_MODEL": hostile,
+    }
+    service = services(name, f"e2e/{name}", env=env)
+    seen = stack.phases_until(service, "running", timeout=120)
+    assert seen == ["pending", "building", "starting", "running"], seen
+
+    status = stack.get(service)["status"]
+    models = httpx.get(f"{status['endpoint']}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == [hostile]  # reached the process byte for byte
+    assert not marker.exists(), "a value was run by a shell"
+
+    pull, run = [json.loads(line) for line in record.read_text().splitlines()]
+    assert pull["subcommand"] == "pull" and pull["positionals"][1] == image
+    assert pull["positionals"][0].startswith(str(tmp_path / "sif"))
+    assert run["subcommand"] == "exec" and run["positionals"][0] == pull["positionals"][0].split(".partial.")[0]
+    flags = [flag for flag, _ in run["flags"]]
+    assert flags == ["--cleanenv", "--no-eval", "--bind", "--bind"], flags  # no --nv: no GPU asked for
+    assert run["positionals"][1:4] == ["python3", "-m", "aifactory.servers.openai_test_server"]
+    assert "APPTAINERENV_OPENAI_TEST_MODEL" in run["injected"] and "APPTAINERENV_PATH" not in run["injected"]

@@ -1,0 +1,94 @@
+"""ServiceRecipe resources add recipes to the operator's catalog: real kube-apiserver, operator and Slurm."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+import yaml
+
+ECHO = ["python3", "-m", "aifactory.servers.openai_test_server", "--host", "{host}", "--port", "{port}"]
+
+
+def manifest(name: str, **spec) -> dict:
+    return {"apiVersion": "aifactory.io/v1alpha1", "kind": "ServiceRecipe", "metadata": {"name": name},
+            "spec": {"name": name, **spec}}
+
+
+@pytest.fixture
+def service_recipes(stack):
+    """Create ServiceRecipes with kubectl; whatever a test leaves behind is deleted afterwards."""
+    made: list[str] = []
+
+    def create(name: str, **spec) -> str:
+        stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest(name, **spec)))
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        stack.kubectl("delete", "servicerecipe", name, "--ignore-not-found", "--timeout=60s", check=False)
+
+
+def recipe_status(stack, name: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        got = stack.kubectl("get", "servicerecipe", name, "-o", "json", check=False)
+        status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
+        if "accepted" in status:
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"ServiceRecipe {name} never got a status; last: {status}")
+
+
+def test_a_servicerecipe_can_be_deployed_and_deleting_it_removes_it(stack, services, service_recipes,
+                                                                     unique_name):
+    name = service_recipes(unique_name("srec"), category="e2e", runtime="native", command=ECHO,
+                           healthPath="/health", startupGraceSeconds=60, openaiApi=True,
+                           environment={"OPENAI_TEST_MODEL": "site-echo"},
+                           resources={"cpu": 1, "memory": "256M", "timeLimit": 10, "nodes": 1})
+    assert recipe_status(stack, name)["path"] == f"e2e/{name}"
+    row = stack.kubectl("get", "srec", name).stdout.splitlines()
+    assert row[0].split() == ["NAME", "PATH", "RUNTIME", "ACCEPTED", "AGE"]
+    assert row[1].split()[:4] == [name, f"e2e/{name}", "native", "true"]
+
+    service = services(unique_name("srec-svc"), f"e2e/{name}")
+    status = stack.wait_for(service, lambda o: o.get("status", {}).get("phase") == "running", 120,
+                            what="running")["status"]
+    models = httpx.get(f"{status['endpoint']}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["site-echo"]  # the recipe's default env reached the service
+
+    stack.kubectl("delete", "servicerecipe", name, "--timeout=60s")
+    late = services(unique_name("srec-late"), f"e2e/{name}")
+    final = stack.wait_for(late, lambda o: o.get("status", {}).get("phase") == "failed", 30,
+                           what="failed")["status"]
+    assert final["message"] == f"Recipe 'e2e/{name}' not found"
+
+
+def test_an_invalid_servicerecipe_says_which_field_is_wrong(stack, service_recipes, unique_name):
+    # The schema the apiserver checks rejects what it can ...
+    bad = manifest(unique_name("srec-bad"), category="e2e", runtime="apptainer", image="https://example.org/x")
+    result = stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+    assert result.returncode != 0 and "spec.image" in result.stderr
+    # ... and the operator the rules across fields, in the status.
+    name = service_recipes(unique_name("srec-noimg"), category="e2e", runtime="apptainer")
+    status = recipe_status(stack, name)
+    assert status["accepted"] is False and "path" not in status
+    assert status["message"].startswith(f"ServiceRecipe {name}: image:"), status
+
+
+def test_a_service_not_healthy_within_the_recipes_grace_fails_with_readiness_timeout(stack, services,
+                                                                                      service_recipes, unique_name):
+    name = service_recipes(unique_name("srec-slow"), category="e2e", runtime="native", command=ECHO,
+                           startupGraceSeconds=5, resources={"cpu": 1, "memory": "256M", "timeLimit": 10})
+    recipe_status(stack, name)
+    service = services(unique_name("slow"), f"e2e/{name}", env={"OPENAI_TEST_STARTUP_DELAY": "600"})
+    final = stack.wait_for(service, lambda o: o.get("status", {}).get("phase") == "failed", 300,
+                           what="failed")["status"]
+    stalled = {c["type"]: c for c in final["conditions"]}["Stalled"]
+    assert stalled["reason"] == "ReadinessTimeout"
+    assert final["message"].startswith("Not healthy within the recipe's start-up grace of 5s; last log lines:")
+    assert "openai" in final["message"].lower() or "uvicorn" in final["message"].lower(), final["message"]
