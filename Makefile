@@ -28,12 +28,19 @@ unit: python-deps
 e2e: deps
 	$(PYTHON) -m pytest -m e2e
 
+# LiteLLM (B5's peer) gets its own venv: its pins would downgrade packages the project's environment uses.
+LITELLM_VENV := build/litellm-venv
+
 bench: deps
+	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && \
+		$(LITELLM_VENV)/bin/pip install -q --disable-pip-version-check 'litellm[proxy]'; }
 	$(PYTHON) -m aifactory dev up
 	$(PYTHON) -m bench
 
+# The chart ships the same files (a unit test compares them byte for byte).
 crds:
 	$(PYTHON) -m aifactory crds --output crds
+	$(PYTHON) -m aifactory crds --output helm/aifactory/crds
 
 down:
 	$(PYTHON) -m aifactory dev down
