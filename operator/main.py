@@ -19,6 +19,13 @@ def load_kube_config() -> None:
         kubernetes.config.load_kube_config()
 
 
+@kopf.on.login()
+def operator_login(**kwargs):
+    # kopf's default login (through the kubernetes client) knows no namespace, so events about cluster-scoped
+    # objects would go to `default`; these two read the Pod's or the kubeconfig context's namespace.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
     load_kube_config()
