@@ -24,19 +24,8 @@ from aifactory.slurm.jobs import SlurmJob
 log = logging.getLogger(__name__)
 
 catalog = Catalog()
-_probe: httpx.AsyncClient | None = None
 
 RESOURCE = (GROUP, VERSION, "aiservices")
-
-
-async def open_probe_client() -> None:
-    global _probe
-    _probe = httpx.AsyncClient(timeout=config.probe_timeout, trust_env=False)
-
-
-async def close_probe_client() -> None:
-    if _probe is not None:
-        await _probe.aclose()
 
 
 def _reachable_condition(cluster: Cluster | None) -> list[Condition]:
@@ -128,10 +117,9 @@ async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: st
     await _start(body, spec, meta, fresh, uid, patch)
 
 
-async def _probe_ok(url: str) -> bool:
-    assert _probe is not None
+async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
     try:
-        response = await _probe.get(url)
+        response = await client.get(url)
         return response.status_code == 200
     except httpx.HTTPError:
         return False
@@ -182,7 +170,8 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
             endpoint = endpoint_url(await cluster.bridge.node_address(job.batch_host), tags.port)
         except SlurmError:
             endpoint = endpoint_url(job.batch_host, tags.port)
-        healthy = await _probe_ok(endpoint + health_path)
+        # Through the cluster's data plane: the same SSH connection where compute nodes are not routable.
+        healthy = await _probe_ok(cluster.http, endpoint + health_path)
 
     seen = observe(job, healthy)
     phase, reason, message = seen.phase, seen.reason, seen.message

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import httpx
 from kubernetes import client as k8s
 
 from aifactory.models import SecretKeyRef, SlurmClusterSpec
+from aifactory.operator.config import config
 from aifactory.slurm.bridge import SlurmBridge
 from aifactory.slurm.connect import bridge_for
 from aifactory.slurm.poller import JobPoller
@@ -38,6 +40,8 @@ class Cluster:
     spec: SlurmClusterSpec
     bridge: SlurmBridge
     poller: JobPoller
+    # The data plane: reaches services at node:port the way this cluster is reached (through SSH when it is).
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(trust_env=False))
 
 
 class ClusterRegistry:
@@ -66,16 +70,19 @@ class ClusterRegistry:
             # Keep what the old poller knew so that no service loses its job's last state.
             poller.jobs = dict(old.poller.jobs)
             await self.remove(name)
-        cluster = Cluster(name, spec, bridge, poller)
+        cluster = Cluster(name, spec, bridge, poller,
+                          http=httpx.AsyncClient(transport=bridge.http_transport(), timeout=config.probe_timeout,
+                                                 trust_env=False))
         self._clusters[name] = cluster
         poller.start()
-        log.info("SlurmCluster %s: polling %s every %.1fs", name, spec.url, spec.poll_interval_seconds)
+        log.info("SlurmCluster %s: polling %r every %.1fs", name, bridge, spec.poll_interval_seconds)
         return cluster
 
     async def remove(self, name: str) -> None:
         cluster = self._clusters.pop(name, None)
         if cluster:
             await cluster.poller.stop()
+            await cluster.http.aclose()
             await cluster.bridge.close()
 
     async def close(self) -> None:

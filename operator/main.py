@@ -38,10 +38,8 @@ async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    await aiservice.open_probe_client()
 
 
 @kopf.on.cleanup()
 async def operator_cleanup(**_) -> None:
-    await aiservice.close_probe_client()
     await registry.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
 
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 
@@ -31,5 +33,11 @@ class SlurmBridge(Protocol):
     async def node_address(self, node: str) -> str: ...
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None: ...
+
+    # The data plane: how the operator's health probe and the API's prompt proxy reach a service at node:port.
+    # Through the SSH connection when the cluster is reached over SSH (compute nodes are rarely routable).
+    def http_transport(self) -> httpx.AsyncBaseTransport: ...
+
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]: ...
 
     async def close(self) -> None: ...

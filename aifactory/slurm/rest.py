@@ -2,36 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from aifactory.slurm.bridge import JobsAnswer
-from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
+from aifactory.slurm.dialects import SUPPORTED, Dialect, dialect_for, errors_of, newest_served
 from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
-from aifactory.slurm.logs import JOB_STDERR, JOB_STDOUT, expand_pattern, tail_file
+from aifactory.slurm.logs import LocalLogs, LogReader, NoLogs
+from aifactory.slurm.ssh import SshConnection
 from aifactory.slurm.tokens import TokenSource
 
 log = logging.getLogger(__name__)
 
 
 class RestBridge:
-    """A Slurm cluster reached through slurmrestd. `local_logs`: job output files are readable here."""
+    """A Slurm cluster reached through slurmrestd, directly or through an SSH tunnel to the login node.
+
+    `ssh`: the SSH connection the tunnel (`transport`) runs over; it then also carries the data plane and the
+    log tails, and `close()` closes it. `local_logs`: job output files are readable on this side.
+    """
 
     def __init__(self, base_url: str, user: str, tokens: TokenSource, *, api_version: str | None = None,
-                 local_logs: bool = False, timeout: float = 20.0, transport: httpx.AsyncBaseTransport | None = None):
+                 local_logs: bool = False, timeout: float = 20.0, transport: httpx.AsyncBaseTransport | None = None,
+                 ssh: SshConnection | None = None, logs: LogReader | None = None):
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.tokens = tokens
-        self.local_logs = local_logs
+        self.ssh = ssh
+        if logs is None:
+            logs = LocalLogs() if local_logs else NoLogs()
+        self.logs = logs
         self.requests_sent = 0
         self._pinned = api_version
         self._dialect: Dialect | None = dialect_for(api_version) if api_version else None
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
+                                       trust_env=False)
         self._addresses: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        via = f" via SSH {self.ssh.target.where}" if self.ssh else ""
+        return f"RestBridge({self.base_url}{via}, user={self.user})"
 
     @property
     def api_version(self) -> str:
@@ -44,14 +58,13 @@ class RestBridge:
 
     async def detect_version(self) -> str:
         """The newest supported API version the server lists at /openapi/v3."""
-        from aifactory.slurm.dialects import SUPPORTED
-
         spec = await self._call("GET", "/openapi/v3")  # 22.05 wants auth here too
-        served = {p.split("/")[2] for p in (spec or {}).get("paths", {}) if p.startswith("/slurm/v")}
-        for version in sorted(SUPPORTED, reverse=True):
-            if version in served:
-                return version
-        raise SlurmError(f"slurmrestd serves {sorted(served) or 'no job API'}; aifactory speaks {list(SUPPORTED)}")
+        paths = list((spec or {}).get("paths", {}))
+        version = newest_served(paths)
+        if version is None:
+            served = sorted({p.split("/")[2] for p in paths if p.startswith("/slurm/v") and p.count("/") >= 3})
+            raise SlurmError(f"slurmrestd serves {served or 'no job API'}; aifactory speaks {list(SUPPORTED)}")
+        return version
 
     async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
                     auth: bool = True, ok_statuses: tuple[int, ...] = (200,)) -> Any:
@@ -64,7 +77,9 @@ class RestBridge:
                 self.requests_sent += 1
                 response = await self._http.request(method, path, json=body, params=params, headers=headers)
             except httpx.HTTPError as exc:
-                raise SlurmUnreachable(f"slurmrestd at {self.base_url} unreachable: {exc!r}") from exc
+                via = f" (through SSH to {self.ssh.target.where})" if self.ssh else ""
+                raise SlurmUnreachable(f"slurmrestd at {self.base_url}{via} unreachable: "
+                                       f"{type(exc).__name__}: {exc}") from exc
             if response.status_code == 401 and auth and attempt == 1:
                 continue  # the token may have expired: renew once
             if response.status_code == 304:
@@ -112,7 +127,7 @@ class RestBridge:
         if answer is None:
             return JobsAnswer(jobs=None, last_update=since)
         jobs = dialect.jobs(answer)
-        last = answer.get("last_update") if isinstance(answer.get("last_update"), int) else None
+        last = dialect.last_update(answer)
         if since and not jobs and answer.get("warnings"):
             return JobsAnswer(jobs=None, last_update=last or since)  # 23.11+: empty list = unchanged
         return JobsAnswer(jobs=jobs, last_update=last)
@@ -137,23 +152,21 @@ class RestBridge:
         return self._addresses[node]
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None:
-        if not self.local_logs:
-            return None
-        parts = []
-        # Some dialects leave the output paths empty; aifactory's jobs use known names then.
-        for label, pattern in (("stdout", job.standard_output or JOB_STDOUT),
-                               ("stderr", job.standard_error or JOB_STDERR)):
-            path = Path(expand_pattern(pattern, job.job_id, job.name))
-            if not path.is_absolute() and job.working_directory:
-                path = Path(job.working_directory) / path
-            text = tail_file(path, lines)
-            if text:
-                parts.append((label, path, text))
-        if not parts:
-            return None
-        if len(parts) == 1 or parts[0][1] == parts[1][1]:
-            return parts[0][2]
-        return "".join(f"==> {label} <==\n{text}" for label, _, text in parts)
+        return await self.logs.tail(job, lines)
+
+    def http_transport(self) -> httpx.AsyncBaseTransport:
+        """A transport to the services on the compute nodes: through the SSH connection when there is one."""
+        if self.ssh is not None:
+            return self.ssh.http_transport()
+        return httpx.AsyncHTTPTransport(trust_env=False)
+
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        """A byte stream (reader, writer) to host:port on the cluster's network."""
+        if self.ssh is not None:
+            return await self.ssh.open_connection(host, port)
+        return await asyncio.open_connection(host, port)
 
     async def close(self) -> None:
         await self._http.aclose()
+        if self.ssh is not None:
+            await self.ssh.close()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aifactory.slurm.dialects.common import nodes_of, plain_int, wait_status
 from aifactory.slurm.jobs import JobRequest, SlurmJob
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class V0038:
@@ -44,23 +41,23 @@ class V0038:
     def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]:
         return [self._job(raw) for raw in answer.get("jobs") or []]
 
+    def last_update(self, answer: dict[str, Any]) -> int | None:
+        return None  # v0.0.38 does not say; the poller uses its own clock
+
     def _job(self, raw: dict[str, Any]) -> SlurmJob:
-        status = _int(raw.get("exit_code"))
-        # A raw wait(2) status: return code in the high byte, signal in the low bits.
-        exit_code = (status >> 8) & 0xFF if status is not None else None
-        signal = status & 0x7F if status is not None else None
+        exit_code, signal = wait_status(plain_int(raw.get("exit_code")))
         return SlurmJob(
             job_id=str(raw.get("job_id")),
             name=raw.get("name") or "",
             state=(raw.get("job_state") or "UNKNOWN").upper(),
             reason=raw.get("state_reason") or "",
             batch_host=raw.get("batch_host") or "",
-            nodes=raw.get("nodes") or "",
+            nodes=nodes_of(raw),
             exit_code=exit_code,
-            signal=signal or None,
-            submit_time=_int(raw.get("submit_time")),
-            start_time=_int(raw.get("start_time")) or None,
-            end_time=_int(raw.get("end_time")) or None,
+            signal=signal,
+            submit_time=plain_int(raw.get("submit_time")),
+            start_time=plain_int(raw.get("start_time")) or None,
+            end_time=plain_int(raw.get("end_time")) or None,
             comment=raw.get("comment") or "",
             standard_output=raw.get("standard_output") or "",
             standard_error=raw.get("standard_error") or "",

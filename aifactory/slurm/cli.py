@@ -1,0 +1,193 @@
+"""Slurm's own commands over SSH, for sites without slurmrestd: sbatch, squeue --json, scancel, scontrol.
+
+Every value that comes from a user (environment, names, paths) reaches the login node either quoted by shlex
+or as data (the script on stdin, the environment as a NUL-separated file written from base64); none is ever
+spliced into a shell line as syntax.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from typing import Any
+
+import httpx
+
+from aifactory.slurm.bridge import JobsAnswer
+from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
+from aifactory.slurm.errors import SlurmError, SlurmUnreachable
+from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.logs import LogReader, SshLogs
+from aifactory.slurm.ssh import CommandResult, SshConnection
+
+# Texts of Slurm's commands that mean "slurmctld did not answer" rather than "refused".
+_UNREACHABLE = ("unable to contact slurm controller", "connection refused", "socket timed out",
+                "could not establish a configuration source", "communication connection failure")
+_GONE = ("invalid job id", "already completing or completed", "job has already finished")
+
+
+def sbatch_argv(request: JobRequest) -> list[str]:
+    """sbatch's options for a request; the environment goes in --export-file, the script on stdin."""
+    argv = ["sbatch", "--parsable", f"--job-name={request.name}", f"--chdir={request.working_directory}",
+            f"--output={request.standard_output}", f"--error={request.standard_error}"]
+    optional = {
+        "--comment": request.comment or None,
+        "--partition": request.partition,
+        "--account": request.account,
+        "--qos": request.qos,
+        "--cpus-per-task": request.cpus_per_task,
+        "--mem": f"{request.memory_per_node_mb}M" if request.memory_per_node_mb else None,
+        "--time": request.time_limit_minutes,
+        "--nodes": request.nodes,
+        "--gres": f"gpu:{request.gpus_per_node}" if request.gpus_per_node else None,
+    }
+    argv += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
+    return argv
+
+
+def export_file(environment: dict[str, str]) -> bytes:
+    """sbatch --export-file's format: NAME=value entries separated by NUL (values may hold any other byte).
+
+    With --export-file alone the job's environment is exactly these entries (plus Slurm's own SLURM_*),
+    as with slurmrestd's JSON environment; sbatch's own environment stays out of the job.
+    """
+    env = environment or {"AIFACTORY": "1"}  # slurmctld refuses a batch job without environment
+    for key, value in env.items():
+        if "\0" in key or "\0" in value or "=" in key:
+            raise SlurmError(f"environment entry {key!r} cannot be passed to sbatch")
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+
+
+def submit_line(request: JobRequest) -> str:
+    """The shell line that writes the environment file, runs sbatch with the script on stdin and removes it."""
+    blob = base64.b64encode(export_file(request.environment)).decode()  # [A-Za-z0-9+/=] only
+    return ('f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; '
+            f"printf %s {blob} | base64 -d > \"$f\" && {shlex.join(sbatch_argv(request))} --export-file=\"$f\"")
+
+
+def parse_sbatch(result: CommandResult) -> str:
+    if result.exit_status == 0:
+        first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+        job_id = first.split(";")[0].strip()  # --parsable: "id" or "id;cluster"
+        if job_id.isdigit():
+            return job_id
+    raise _command_error("sbatch", result)
+
+
+def _command_error(command: str, result: CommandResult) -> SlurmError:
+    text = _slurm_words(result.stderr) or _slurm_words(result.stdout) or f"{command} exited {result.exit_status}"
+    if any(t in text.lower() for t in _UNREACHABLE):
+        return SlurmUnreachable(f"{command}: {text}")
+    return SlurmError(text)
+
+
+def _slurm_words(output: str) -> str:
+    """Slurm's message without the "sbatch: error: " prefixes."""
+    lines = [re.sub(r"^\w+: (error|fatal): ", "", line).strip() for line in output.strip().splitlines()]
+    return "; ".join(line for line in lines if line)
+
+
+def dialect_of_answer(answer: dict[str, Any], pinned: str | None = None) -> Dialect:
+    """The JSON shape of `squeue --json`: 22.05 says openapi/v0.0.38, newer ones name their data_parser."""
+    plugin = (answer.get("meta") or {}).get("plugin") or {}
+    for value in (plugin.get("data_parser"), plugin.get("type")):
+        found = re.search(r"v0\.0\.\d+", value or "")
+        if found:
+            try:
+                return dialect_for(found.group(0))
+            except ValueError:
+                pass
+    if pinned:
+        return dialect_for(pinned)
+    jobs = answer.get("jobs") or []
+    return dialect_for("v0.0.40" if jobs and isinstance(jobs[0].get("job_state"), list) else "v0.0.38")
+
+
+class CliBridge:
+    """A Slurm cluster driven through its commands on the login node."""
+
+    def __init__(self, ssh: SshConnection, *, environment: dict[str, str] | None = None, prefix: str = "",
+                 api_version: str | None = None, logs: LogReader | None = None, timeout: float = 60.0):
+        self.ssh = ssh
+        self.environment = dict(environment or {})
+        self.prefix = prefix
+        self.logs = logs or SshLogs(ssh)
+        self.timeout = timeout
+        self.requests_sent = 0  # commands run
+        self._pinned = api_version
+        self._seen_version: str | None = None
+        self._addresses: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"CliBridge({self.ssh.target.where})"
+
+    @property
+    def api_version(self) -> str:
+        version = self._seen_version or self._pinned
+        return f"cli ({version})" if version else "cli"
+
+    async def _run(self, argv: list[str] | str, input: str | None = None) -> CommandResult:
+        self.requests_sent += 1
+        return await self.ssh.run(argv, input=input, environment=self.environment, prefix=self.prefix,
+                                  timeout=self.timeout)
+
+    async def submit(self, request: JobRequest) -> str:
+        return parse_sbatch(await self._run(submit_line(request), input=request.script))
+
+    async def _squeue(self, job_id: str | None = None) -> list[SlurmJob]:
+        argv = ["squeue", "--json"] + ([f"--jobs={job_id}"] if job_id else [])
+        result = await self._run(argv)
+        if result.exit_status != 0:
+            if job_id and "invalid job id" in (result.stderr + result.stdout).lower():
+                return []  # 23.02+ honour --jobs and refuse an id slurmctld forgot
+            raise _command_error("squeue", result)
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError:
+            raise SlurmError(f"squeue --json printed no JSON: {result.stdout[:200]!r}") from None
+        errors = errors_of(answer)
+        if errors:
+            raise _command_error("squeue", CommandResult(1, "", "; ".join(errors)))
+        dialect = dialect_of_answer(answer, self._pinned)
+        self._seen_version = dialect.version
+        return dialect.jobs(answer)
+
+    async def job(self, job_id: str) -> SlurmJob | None:
+        # 22.05's squeue --json ignores --jobs and lists every job: pick ours.
+        return next((j for j in await self._squeue(job_id) if j.job_id == str(job_id)), None)
+
+    async def jobs(self, since: int | None = None) -> JobsAnswer:
+        # squeue has no update_time: every poll is the full list (one command per interval).
+        return JobsAnswer(jobs=await self._squeue(), last_update=None)
+
+    async def cancel(self, job_id: str) -> None:
+        result = await self._run(["scancel", str(job_id)])
+        text = (result.stderr + result.stdout).lower()
+        if result.exit_status == 0 and "error" not in text:
+            return
+        if any(t in text for t in _GONE):
+            return  # already ended or forgotten: what cancel wanted is true
+        raise _command_error("scancel", result)
+
+    async def node_address(self, node: str) -> str:
+        if node not in self._addresses:
+            result = await self._run(["scontrol", "show", "node", node, "--oneliner"])
+            if result.exit_status != 0:
+                raise _command_error("scontrol", result)
+            found = re.search(r"\bNodeAddr=(\S+)", result.stdout)
+            self._addresses[node] = found.group(1) if found else node
+        return self._addresses[node]
+
+    async def log_tail(self, job: SlurmJob, lines: int) -> str | None:
+        return await self.logs.tail(job, lines)
+
+    def http_transport(self) -> httpx.AsyncBaseTransport:
+        return self.ssh.http_transport()
+
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        return await self.ssh.open_connection(host, port)
+
+    async def close(self) -> None:
+        await self.ssh.close()

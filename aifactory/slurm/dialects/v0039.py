@@ -1,0 +1,85 @@
+"""slurmrestd v0.0.39 (Slurm 23.02 to 24.05): script inside `job`, environment as a list, {set, number} values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aifactory.slurm.dialects.common import nodes_of, number, set_number, wait_status
+from aifactory.slurm.jobs import JobRequest, SlurmJob
+
+
+def environment_list(environment: dict[str, str]) -> list[str]:
+    # slurmctld refuses a batch job without any environment, in every version.
+    return [f"{k}={v}" for k, v in environment.items()] or ["AIFACTORY=1"]
+
+
+class V0039:
+    version = "v0.0.39"
+    # The canonical GPU TRES string: "gres:gpu:N" up to 23.02, "gres/gpu:N" from 23.11 (v0.0.40+).
+    gpu_tres = "gres:gpu:{}"
+
+    def submit_body(self, request: JobRequest) -> dict[str, Any]:
+        job: dict[str, Any] = {
+            "name": request.name,
+            "script": request.script,
+            "environment": environment_list(request.environment),
+            "current_working_directory": request.working_directory,
+            "standard_output": request.standard_output,
+            "standard_error": request.standard_error,
+        }
+        optional = {
+            "comment": request.comment or None,
+            "partition": request.partition,
+            "account": request.account,
+            "qos": request.qos,
+            "cpus_per_task": request.cpus_per_task,
+            "memory_per_node": set_number(request.memory_per_node_mb) if request.memory_per_node_mb else None,
+            "time_limit": set_number(request.time_limit_minutes) if request.time_limit_minutes else None,
+            "minimum_nodes": request.nodes,
+            "maximum_nodes": request.nodes,
+            "tres_per_node": self.gpu_tres.format(request.gpus_per_node) if request.gpus_per_node else None,
+        }
+        job.update({k: v for k, v in optional.items() if v is not None})
+        return {"job": job}
+
+    def submitted_job_id(self, answer: dict[str, Any]) -> str:
+        return str(answer["job_id"])
+
+    def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]:
+        return [self._job(raw) for raw in answer.get("jobs") or []]
+
+    def last_update(self, answer: dict[str, Any]) -> int | None:
+        return number(answer.get("last_update"))
+
+    def state(self, raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        return (raw.get("job_state") or "UNKNOWN").upper(), ()
+
+    def exit_status(self, raw: dict[str, Any]) -> tuple[int | None, int | None]:
+        # Still the raw wait(2) status, now wrapped in {set, infinite, number}.
+        return wait_status(number(raw.get("exit_code")))
+
+    def _job(self, raw: dict[str, Any]) -> SlurmJob:
+        state, flags = self.state(raw)
+        exit_code, signal = self.exit_status(raw)
+        return SlurmJob(
+            job_id=str(raw.get("job_id")),
+            name=raw.get("name") or "",
+            state=state,
+            flags=flags,
+            reason=raw.get("state_reason") or "",
+            batch_host=raw.get("batch_host") or "",
+            nodes=nodes_of(raw),
+            exit_code=exit_code,
+            signal=signal,
+            submit_time=number(raw.get("submit_time")),
+            start_time=number(raw.get("start_time")) or None,
+            end_time=number(raw.get("end_time")) or None,
+            comment=raw.get("comment") or "",
+            standard_output=raw.get("standard_output") or "",
+            standard_error=raw.get("standard_error") or "",
+            working_directory=raw.get("current_working_directory") or "",
+        )
+
+    def node_address(self, answer: dict[str, Any]) -> str | None:
+        nodes = answer.get("nodes") or []
+        return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None

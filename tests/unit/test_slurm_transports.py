@@ -1,0 +1,155 @@
+"""Pure parts of the SSH transports: what the CLI transport sends, how it reads Slurm's answers, token renewal."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+
+import pytest
+
+from aifactory.slurm.cli import dialect_of_answer, export_file, parse_sbatch, sbatch_argv, submit_line
+from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
+from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.logs import combine, output_paths
+from aifactory.slurm.ssh import CommandResult, SshConnection, SshTarget
+from aifactory.slurm.tokens import MintedToken, StaticToken, parse_scontrol_token
+
+TRICKY = "a b 'c' \"d\" $(touch /tmp/x) `id` ; | & \\ *\nline2"
+
+
+def request(**over) -> JobRequest:
+    fields = dict(name="ais-ns-svc; rm -rf /", script="#!/bin/bash\necho hi\n",
+                  environment={"PATH": "/usr/bin", "TRICKY": TRICKY}, working_directory="/scratch/a b",
+                  standard_output="/scratch/a b/aifactory-%j.out", standard_error="/scratch/a b/aifactory-%j.err",
+                  comment="aifactory uid=u1 stage=submitted", partition="gpu", cpus_per_task=2,
+                  memory_per_node_mb=512, gpus_per_node=1, time_limit_minutes=30, nodes=1)
+    fields.update(over)
+    return JobRequest(**fields)
+
+
+def test_sbatch_options_from_a_request():
+    argv = sbatch_argv(request())
+    assert argv[:2] == ["sbatch", "--parsable"]
+    assert "--job-name=ais-ns-svc; rm -rf /" in argv and "--chdir=/scratch/a b" in argv
+    assert {"--partition=gpu", "--cpus-per-task=2", "--mem=512M", "--gres=gpu:1", "--time=30", "--nodes=1",
+            "--comment=aifactory uid=u1 stage=submitted"} <= set(argv)
+    assert not any(a.startswith(("--account", "--qos")) for a in argv)
+
+
+def test_environment_file_is_nul_separated_and_exact():
+    data = export_file({"A": "1", "TRICKY": TRICKY})
+    assert data.split(b"\0")[:-1] == [b"A=1", f"TRICKY={TRICKY}".encode()]
+    assert export_file({}) == b"AIFACTORY=1\0"  # slurmctld refuses a job without environment
+    with pytest.raises(SlurmError):
+        export_file({"A": "x\0y"})
+
+
+def test_submit_line_carries_user_values_only_quoted_or_as_base64():
+    line = submit_line(request())
+    assert TRICKY not in line and "$(touch" not in line  # the environment travels as base64
+    blob = re.search(r"printf %s (\S+) \|", line).group(1)
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", blob)
+    assert base64.b64decode(blob) == export_file(request().environment)
+    # The sbatch part splits back into exactly the intended arguments: nothing became shell syntax.
+    sbatch_part = line.split("&& ", 1)[1]
+    words = shlex.split(sbatch_part)
+    assert words[:-1] == sbatch_argv(request()) and words[-1] == "--export-file=$f"
+
+
+def test_sbatch_answers():
+    assert parse_sbatch(CommandResult(0, "4242\n", "")) == "4242"
+    assert parse_sbatch(CommandResult(0, "4243;hpc\n", "")) == "4243"
+    with pytest.raises(SlurmError) as rejected:
+        parse_sbatch(CommandResult(1, "", "sbatch: error: Batch job submission failed: Invalid partition name "
+                                          "specified\n"))
+    assert str(rejected.value) == "Batch job submission failed: Invalid partition name specified"
+    assert not isinstance(rejected.value, SlurmUnreachable)
+    with pytest.raises(SlurmUnreachable):
+        parse_sbatch(CommandResult(1, "", "sbatch: error: Batch job submission failed: Unable to contact slurm "
+                                          "controller (connect failure)\n"))
+
+
+def test_squeue_json_shape_is_read_from_its_meta():
+    assert dialect_of_answer({"meta": {"plugin": {"type": "openapi/v0.0.38"}}}).version == "v0.0.38"
+    assert dialect_of_answer({"meta": {"plugin": {"type": "openapi/slurmctld",
+                                                  "data_parser": "data_parser/v0.0.41"}}}).version == "v0.0.41"
+    assert dialect_of_answer({"meta": {}, "jobs": [{"job_state": ["RUNNING"]}]}).version == "v0.0.40"
+    assert dialect_of_answer({"meta": {}}, pinned="v0.0.39").version == "v0.0.39"
+
+
+def test_log_paths_and_tails():
+    job = SlurmJob(job_id="7", name="n", standard_output="out-%j.txt", standard_error="out-%j.txt",
+                   working_directory="/w")
+    assert output_paths(job) == [("stdout", "/w/out-7.txt")]
+    both = SlurmJob(job_id="7", working_directory="/w")
+    assert [p for _, p in output_paths(both)] == ["/w/aifactory-7.out", "/w/aifactory-7.err"]
+    assert combine([("stdout", "a\n"), ("stderr", "")]) == "a\n"
+    assert combine([("stdout", "a\n"), ("stderr", "b\n")]) == "==> stdout <==\na\n==> stderr <==\nb\n"
+    assert combine([("stdout", "")]) is None
+
+
+class FakeLoginNode:
+    """Stands in for the SSH connection's `run` only (the real one is exercised in tests/e2e/test_ssh_transports)."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.commands = []
+        self.target = SshTarget(host="login", user="ai", private_key="KEY", known_hosts="x")
+
+    async def run(self, argv, **kw):
+        self.commands.append((argv, kw))
+        return self.outputs.pop(0)
+
+
+async def test_minted_tokens_renew_before_expiry_and_never_show():
+    now = [1000.0]
+    ssh = FakeLoginNode([CommandResult(0, "SLURM_JWT=tok-one\n", ""), CommandResult(0, "SLURM_JWT=tok-two\n", "")])
+    tokens = MintedToken(ssh, lifespan=600, renew_before=60, username="svc", environment={"SLURM_CONF": "/c"},
+                         clock=lambda: now[0])
+    assert await tokens.token() == "tok-one"
+    now[0] += 500
+    assert await tokens.token() == "tok-one"  # 100 s left, renewal starts at 60
+    now[0] += 50
+    assert await tokens.token() == "tok-two"
+    argv, kw = ssh.commands[0]
+    assert argv == ["scontrol", "token", "username=svc", "lifespan=600"] and kw["environment"] == {"SLURM_CONF": "/c"}
+    assert "tok-" not in repr(tokens) and "tok-" not in repr(StaticToken("tok-three"))
+
+
+async def test_a_refused_mint_says_scontrols_words():
+    ssh = FakeLoginNode([CommandResult(1, "", "scontrol: error: Token creation is disabled\n")])
+    with pytest.raises(SlurmAuthError, match="Token creation is disabled"):
+        await MintedToken(ssh).token()
+    with pytest.raises(SlurmAuthError):
+        parse_scontrol_token("nothing here")
+
+
+def test_ssh_needs_known_hosts_and_hides_the_key():
+    with pytest.raises(ValueError, match="known_hosts"):
+        SshConnection(SshTarget(host="h", user="u", private_key="PRIVATE", known_hosts=" "))
+    target = SshTarget(host="h", user="u", private_key="PRIVATE", known_hosts="h ssh-ed25519 AAAA")
+    assert "PRIVATE" not in repr(target) and "PRIVATE" not in repr(SshConnection(target))
+
+
+def test_slurmcluster_spec_transports():
+    from pydantic import ValidationError
+
+    from aifactory.models import SlurmClusterSpec, Transport
+
+    old = SlurmClusterSpec.model_validate({"url": "http://x:6820", "workingDirectory": "/w",
+                                           "tokenSecretRef": {"name": "slurm-jwt"}})
+    assert old.transport is Transport.rest and old.token_ref.name == "slurm-jwt"
+    ssh = {"host": "login", "user": "ai", "keySecretRef": {"name": "k"}, "knownHosts": "login ssh-ed25519 AAAA"}
+    cli = SlurmClusterSpec.model_validate({"transport": "ssh-cli", "workingDirectory": "/w", "ssh": ssh,
+                                           "cli": {"environment": {"SLURM_CONF": "/etc/slurm/slurm.conf"}}})
+    assert cli.ssh.key_secret_ref.key == "ssh-privatekey" and cli.ssh.port == 22
+    for bad, words in [
+        ({"workingDirectory": "/w"}, "transport rest needs url"),
+        ({"transport": "ssh-tunnel", "workingDirectory": "/w", "ssh": ssh}, "needs url"),
+        ({"transport": "ssh-cli", "workingDirectory": "/w",
+          "ssh": {k: v for k, v in ssh.items() if k != "knownHosts"}}, "knownHosts"),
+        ({"url": "http://x", "workingDirectory": "/w", "token": {"mint": {}}}, "token.mint needs ssh"),
+    ]:
+        with pytest.raises(ValidationError, match=words):
+            SlurmClusterSpec.model_validate(bad)
