@@ -5,6 +5,7 @@ The decisions are made by aifactory.lifecycle; these handlers only read, call an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -51,12 +52,17 @@ def _fail(body: Any, patch: kopf.Patch, meta: Any, status: dict, reason: str, me
 
 
 async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
-    """A live job tagged with this service's UID, from a fresh look at Slurm (not the cache)."""
-    answer = await cluster.bridge.jobs(None)
-    for job in answer.jobs or []:
-        if job.tags.uid == uid and not job.finished:
-            return job
-    return None
+    """A live job tagged with this service's UID, from the poller's cache.
+
+    The cache is complete for this purpose: its first poll lists every job the cluster has (so jobs submitted
+    before a crash are found after the restart) and every submit of this process enters it at once.
+    """
+    try:
+        await cluster.poller.listed(timeout=30)
+    except asyncio.TimeoutError:
+        raise SlurmUnreachable(cluster.poller.last_error or "no list of the cluster's jobs yet") from None
+    job = cluster.poller.job_for_service(uid)
+    return job if job is not None and not job.finished and not job.vanished else None
 
 
 async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch) -> None:
@@ -84,6 +90,8 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
             job_id, verb = job.job_id, "Adopted"
         else:
             job_id, verb = await cluster.bridge.submit(request), "Submitted"
+            cluster.poller.remember(SlurmJob(job_id=job_id, name=request.name, state="PENDING",
+                                             comment=request.comment))
     except SlurmUnreachable as exc:
         patch.status.update({"conditions": conditions_for(
             Phase(status.get("phase") or "pending"), "SlurmUnreachable", str(exc), meta.get("generation"),

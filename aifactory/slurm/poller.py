@@ -29,6 +29,8 @@ class JobPoller:
         self.last_error: str | None = None
         self.last_success: float | None = None
         self.polls = 0
+        self._listed = asyncio.Event()  # set once a full list of the cluster's jobs has come in
+        self._remembered: dict[str, float] = {}  # job id -> when a submit put it here (monotonic)
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
@@ -75,6 +77,7 @@ class JobPoller:
     async def poll_once(self) -> None:
         # Dialects without `last_update` (v0.0.38) get our own clock, a few seconds early against skew.
         asked_at = int(time.time()) - self.CLOCK_MARGIN
+        started = time.monotonic()
         answer = await self.bridge.jobs(since=self.last_update)
         self.polls += 1
         self.last_error = None
@@ -83,12 +86,26 @@ class JobPoller:
             seen = {job.job_id: job for job in answer.jobs}
             # Jobs slurmctld forgot (MinJobAge) keep their last known state.
             for job_id, old in self.jobs.items():
-                if job_id not in seen:
+                if job_id in seen:
+                    self._remembered.pop(job_id, None)
+                elif self._remembered.get(job_id, 0) > started:
+                    seen[job_id] = old  # submitted while this answer was on its way: not forgotten
+                else:
                     seen[job_id] = old if old.vanished else replace(old, vanished=True)
             self.jobs = seen
+            self._listed.set()
         self.last_update = answer.last_update or asked_at
         async with self._changed:
             self._changed.notify_all()
+
+    def remember(self, job: SlurmJob) -> None:
+        """A job this process just submitted, known before the next poll lists it."""
+        self.jobs[job.job_id] = job
+        self._remembered[job.job_id] = time.monotonic()
+
+    async def listed(self, timeout: float) -> None:
+        """Wait until the cache holds a full list of the cluster's jobs (the first poll after start-up)."""
+        await asyncio.wait_for(self._listed.wait(), timeout)
 
     async def wait_for_poll(self, timeout: float) -> None:
         async with self._changed:

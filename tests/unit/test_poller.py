@@ -1,0 +1,67 @@
+"""The per-cluster job poller: what its cache promises the handlers."""
+
+import asyncio
+
+from aifactory.slurm.bridge import JobsAnswer
+from aifactory.slurm.jobs import SlurmJob
+from aifactory.slurm.poller import JobPoller
+
+
+class ScriptedCluster:
+    """Answers GET /jobs from a list of prepared answers; `during` runs while an answer is on its way."""
+
+    def __init__(self, answers, during=None):
+        self.answers = list(answers)
+        self.during = during
+        self.asked: list[int | None] = []
+
+    async def jobs(self, since=None):
+        self.asked.append(since)
+        if self.during:
+            self.during()
+        return self.answers.pop(0)
+
+
+def job(job_id, state="RUNNING", uid="u1"):
+    return SlurmJob(job_id=job_id, state=state, comment=f"aifactory uid={uid} stage=starting")
+
+
+async def test_first_poll_is_a_full_list_and_later_ones_ask_since():
+    cluster = ScriptedCluster([JobsAnswer([job("1")], None), JobsAnswer(None, None)])
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    await asyncio.wait_for(poller.listed(1), 1)
+    await poller.poll_once()
+    assert cluster.asked[0] is None and isinstance(cluster.asked[1], int)
+    assert poller.job("1").state == "RUNNING"  # 304: nothing changed, cache kept
+
+
+async def test_forgotten_jobs_keep_their_last_state_marked_vanished():
+    cluster = ScriptedCluster([JobsAnswer([job("1", "COMPLETED"), job("2")], None), JobsAnswer([job("2")], None)])
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    await poller.poll_once()
+    assert poller.job("1").vanished and poller.job("1").state == "COMPLETED"
+    assert not poller.job("2").vanished
+
+
+async def test_a_job_submitted_while_an_answer_is_on_its_way_is_not_forgotten():
+    poller = JobPoller(None, interval=1)
+    cluster = ScriptedCluster([JobsAnswer([job("1")], None), JobsAnswer([job("1")], None)],
+                              during=lambda: poller.remember(job("2", "PENDING", uid="u2")))
+    poller.bridge = cluster
+    await poller.poll_once()
+    assert not poller.job("2").vanished
+    assert poller.job_for_service("u2").job_id == "2"
+    cluster.during = None
+    cluster.answers = [JobsAnswer([job("1")], None)]
+    await poller.poll_once()  # listed by nothing since the submit: slurmctld forgot it
+    assert poller.job("2").vanished
+
+
+async def test_job_for_service_prefers_a_live_job():
+    cluster = ScriptedCluster([JobsAnswer([job("5", "CANCELLED"), job("7", "RUNNING"), job("9", "FAILED")], None)])
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    assert poller.job_for_service("u1").job_id == "7"
+    assert poller.job_for_service("other") is None
