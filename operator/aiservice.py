@@ -125,6 +125,29 @@ async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: st
     await _start(body, spec, meta, fresh, uid, patch)
 
 
+START_WATCH_SECONDS = 0.8  # within each 1 s tick of a starting service
+
+
+def _about_to_start(job: SlurmJob) -> bool:
+    """Just submitted and not yet looked at by Slurm's scheduler (reason None): it usually starts within seconds.
+    A job queued for a reason (Priority, Resources, ...) is not hurried: it may wait for hours."""
+    young = job.submit_time is None or time.time() - job.submit_time < 60
+    return job.state == "PENDING" and job.reason in ("", "None") and young
+
+
+async def _reach(cluster: Cluster, job: SlurmJob, health_path: str, probe: bool) -> tuple[str | None, bool]:
+    """The job's endpoint once it published its port, and whether the health path answers there."""
+    port = job.tags.port
+    if not port or not job.batch_host or job.finished:
+        return None, False
+    try:
+        endpoint = endpoint_url(await cluster.bridge.node_address(job.batch_host), port)
+    except SlurmError:
+        endpoint = endpoint_url(job.batch_host, port)
+    # Through the cluster's data plane: the same SSH connection where compute nodes are not routable.
+    return endpoint, probe and await _probe_ok(cluster.http, endpoint + health_path)
+
+
 async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
     try:
         response = await client.get(url)
@@ -133,7 +156,7 @@ async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
         return False
 
 
-@kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5)
+@kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5, sharp=True)
 async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, **_) -> None:
     """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
     job_id = status.get("jobId")
@@ -170,16 +193,18 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
         recipe = None
     health_path = recipe.health_path if recipe else "/health"
 
-    endpoint = None
-    healthy = False
-    tags = job.tags
-    if tags.port and job.batch_host and not job.finished:
-        try:
-            endpoint = endpoint_url(await cluster.bridge.node_address(job.batch_host), tags.port)
-        except SlurmError:
-            endpoint = endpoint_url(job.batch_host, tags.port)
-        # Through the cluster's data plane: the same SSH connection where compute nodes are not routable.
-        healthy = await _probe_ok(cluster.http, endpoint + health_path)
+    was_running = status.get("phase") == Phase.running.value
+    endpoint, healthy = await _reach(cluster, job, health_path, probe=not was_running)
+    healthy = healthy or was_running  # once running, the phase follows the job; no flapping on a slow probe
+    # Start-up is where readiness lag comes from: within this tick, look again every 0.2 s, and have the
+    # cluster's poller hurry while the job has not yet said which port it serves on.
+    deadline = time.monotonic() + START_WATCH_SECONDS
+    while not healthy and (job.state == "RUNNING" or _about_to_start(job)) and time.monotonic() < deadline:
+        if _about_to_start(job) or (job.tags.port is None and job.tags.stage in ("", "submitted")):
+            cluster.poller.hurry()
+        await asyncio.sleep(0.2)
+        job = cluster.poller.job(job_id) or job
+        endpoint, healthy = await _reach(cluster, job, health_path, probe=True)
 
     seen = observe(job, healthy)
     phase, reason, message = seen.phase, seen.reason, seen.message

@@ -65,3 +65,16 @@ async def test_job_for_service_prefers_a_live_job():
     await poller.poll_once()
     assert poller.job_for_service("u1").job_id == "7"
     assert poller.job_for_service("other") is None
+
+
+async def test_hurry_shortens_the_pause_to_the_hurried_interval_only():
+    cluster = ScriptedCluster([JobsAnswer([job("1")], None)] + [JobsAnswer(None, None)] * 20)
+    poller = JobPoller(cluster, interval=30)
+    poller.HURRIED_INTERVAL = 0.05
+    poller.start()
+    await asyncio.sleep(0.2)
+    assert len(cluster.asked) == 1  # the interval is long: one poll so far
+    poller.hurry()
+    await asyncio.sleep(0.2)
+    await poller.stop()
+    assert len(cluster.asked) == 2  # one hurried poll, then back to the long interval
