@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aifactory.slurm.jobs import SlurmJob
+
 
 def plain_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -39,3 +41,32 @@ def nodes_of(raw: dict[str, Any]) -> str:
     if isinstance(nodes, dict):
         return nodes.get("list") or ""
     return nodes or ""
+
+
+def job_from_answer(raw: dict[str, Any], *, state: str, exit_code: int | None, signal: int | None,
+                    flags: tuple[str, ...] = ()) -> SlurmJob:
+    """The fields every dialect names alike; the caller reads the ones that differ (state, exit code)."""
+    return SlurmJob(
+        job_id=str(raw.get("job_id")),
+        name=raw.get("name") or "",
+        state=state,
+        flags=flags,
+        reason=raw.get("state_reason") or "",
+        batch_host=raw.get("batch_host") or "",
+        nodes=nodes_of(raw),
+        exit_code=exit_code,
+        signal=signal,
+        submit_time=number(raw.get("submit_time")),
+        start_time=number(raw.get("start_time")) or None,
+        end_time=number(raw.get("end_time")) or None,
+        comment=raw.get("comment") or "",
+        standard_output=raw.get("standard_output") or "",
+        standard_error=raw.get("standard_error") or "",
+        working_directory=raw.get("current_working_directory") or "",
+    )
+
+
+def node_address(answer: dict[str, Any]) -> str | None:
+    """A GET /node/{name} answer -> the node's address (NodeAddr), else its host name."""
+    nodes = answer.get("nodes") or []
+    return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aifactory.slurm.dialects.common import nodes_of, plain_int, wait_status
+from aifactory.slurm.dialects.common import job_from_answer, node_address, plain_int, wait_status
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 
 
@@ -46,24 +46,8 @@ class V0038:
 
     def _job(self, raw: dict[str, Any]) -> SlurmJob:
         exit_code, signal = wait_status(plain_int(raw.get("exit_code")))
-        return SlurmJob(
-            job_id=str(raw.get("job_id")),
-            name=raw.get("name") or "",
-            state=(raw.get("job_state") or "UNKNOWN").upper(),
-            reason=raw.get("state_reason") or "",
-            batch_host=raw.get("batch_host") or "",
-            nodes=nodes_of(raw),
-            exit_code=exit_code,
-            signal=signal,
-            submit_time=plain_int(raw.get("submit_time")),
-            start_time=plain_int(raw.get("start_time")) or None,
-            end_time=plain_int(raw.get("end_time")) or None,
-            comment=raw.get("comment") or "",
-            standard_output=raw.get("standard_output") or "",
-            standard_error=raw.get("standard_error") or "",
-            working_directory=raw.get("current_working_directory") or "",
-        )
+        return job_from_answer(raw, state=(raw.get("job_state") or "UNKNOWN").upper(), exit_code=exit_code,
+                               signal=signal)
 
     def node_address(self, answer: dict[str, Any]) -> str | None:
-        nodes = answer.get("nodes") or []
-        return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None
+        return node_address(answer)

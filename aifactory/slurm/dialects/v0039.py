@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aifactory.slurm.dialects.common import nodes_of, number, set_number, wait_status
+from aifactory.slurm.dialects.common import job_from_answer, node_address, number, set_number, wait_status
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 
 
@@ -61,25 +61,7 @@ class V0039:
     def _job(self, raw: dict[str, Any]) -> SlurmJob:
         state, flags = self.state(raw)
         exit_code, signal = self.exit_status(raw)
-        return SlurmJob(
-            job_id=str(raw.get("job_id")),
-            name=raw.get("name") or "",
-            state=state,
-            flags=flags,
-            reason=raw.get("state_reason") or "",
-            batch_host=raw.get("batch_host") or "",
-            nodes=nodes_of(raw),
-            exit_code=exit_code,
-            signal=signal,
-            submit_time=number(raw.get("submit_time")),
-            start_time=number(raw.get("start_time")) or None,
-            end_time=number(raw.get("end_time")) or None,
-            comment=raw.get("comment") or "",
-            standard_output=raw.get("standard_output") or "",
-            standard_error=raw.get("standard_error") or "",
-            working_directory=raw.get("current_working_directory") or "",
-        )
+        return job_from_answer(raw, state=state, flags=flags, exit_code=exit_code, signal=signal)
 
     def node_address(self, answer: dict[str, Any]) -> str | None:
-        nodes = answer.get("nodes") or []
-        return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None
+        return node_address(answer)
