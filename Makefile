@@ -13,7 +13,7 @@ system-deps:
 # torch is pinned to the CPU wheel these machines carry; a bare `torch` would fetch a CUDA build.
 python-deps:
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
-	$(PIP) install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
+	$(PIP) install -q --disable-pip-version-check -e '.[dev]'
 
 demo: deps
 	$(PYTHON) -m aifactory dev up

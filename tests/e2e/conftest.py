@@ -14,7 +14,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -102,6 +101,24 @@ class Stack:
             raise AssertionError(f"{name}: phases {seen}, never {target}; status: {json.dumps(status, indent=1)}")
         return seen
 
+    @staticmethod
+    def recipe_manifest(name: str, **spec) -> dict:
+        """A ServiceRecipe manifest; the recipe's name is the resource's."""
+        return {"apiVersion": "aifactory.io/v1alpha1", "kind": "ServiceRecipe", "metadata": {"name": name},
+                "spec": {"name": name, **spec}}
+
+    def recipe_status(self, name: str, timeout: float = 30) -> dict:
+        """A ServiceRecipe's status once the operator has said whether it took it into its catalog."""
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:
+            got = self.kubectl("get", "servicerecipe", name, "-o", "json", check=False)
+            status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
+            if "accepted" in status:
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"ServiceRecipe {name} never got a status; last: {status}")
+
     def wait_gone(self, name: str, timeout: float, namespace: str = "default") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -160,3 +177,18 @@ def services(stack):
         stack.kubectl("delete", "aiservice", name, "--wait=false", "--ignore-not-found", check=False)
     for name in made:
         stack.wait_gone(name, 60)
+
+
+@pytest.fixture
+def service_recipes(stack):
+    """Create ServiceRecipes with kubectl; whatever a test leaves behind is deleted afterwards."""
+    made: list[str] = []
+
+    def create(name: str, **spec) -> str:
+        stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(stack.recipe_manifest(name, **spec)))
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        stack.kubectl("delete", "servicerecipe", name, "--ignore-not-found", "--timeout=60s", check=False)

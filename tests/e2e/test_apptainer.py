@@ -7,43 +7,11 @@ flags are ones Apptainer documents, records them, "pulls" slowly into the SIF ca
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
-import pytest
-import yaml
 
 DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
-
-
-@pytest.fixture
-def service_recipes(stack):
-    """Create ServiceRecipes with kubectl; whatever a test leaves behind is deleted afterwards."""
-    made: list[str] = []
-
-    def create(name: str, **spec) -> str:
-        manifest = {"apiVersion": "aifactory.io/v1alpha1", "kind": "ServiceRecipe", "metadata": {"name": name},
-                    "spec": {"name": name, **spec}}
-        stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
-        made.append(name)
-        return name
-
-    yield create
-    for name in made:
-        stack.kubectl("delete", "servicerecipe", name, "--ignore-not-found", "--timeout=60s", check=False)
-
-
-def accepted(stack, name: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    status: dict = {}
-    while time.monotonic() < deadline:
-        got = stack.kubectl("get", "servicerecipe", name, "-o", "json", check=False)
-        status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
-        if "accepted" in status:
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"ServiceRecipe {name} never got a status; last: {status}")
 
 
 def job_path(stack) -> str:
@@ -61,7 +29,7 @@ def test_apptainer_recipe_goes_pending_building_starting_running(stack, services
                              "--port", "{port}"],
                     healthPath="/health", startupGraceSeconds=120, openaiApi=True,
                     resources={"cpu": 1, "memory": "256M", "timeLimit": 10, "nodes": 1})
-    assert accepted(stack, name) == {"accepted": True, "path": f"e2e/{name}",
+    assert stack.recipe_status(name) == {"accepted": True, "path": f"e2e/{name}",
                                      "message": f"Recipe e2e/{name} is in the catalog"}
     record = tmp_path / "apptainer.calls"
     marker = tmp_path / "pwned"

@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
 
 import httpx
-import pytest
 import yaml
 
 ECHO = ["python3", "-m", "aifactory.servers.openai_test_server", "--host", "{host}", "--port", "{port}"]
-
-
-def manifest(name: str, **spec) -> dict:
-    return {"apiVersion": "aifactory.io/v1alpha1", "kind": "ServiceRecipe", "metadata": {"name": name},
-            "spec": {"name": name, **spec}}
-
-
-@pytest.fixture
-def service_recipes(stack):
-    """Create ServiceRecipes with kubectl; whatever a test leaves behind is deleted afterwards."""
-    made: list[str] = []
-
-    def create(name: str, **spec) -> str:
-        stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest(name, **spec)))
-        made.append(name)
-        return name
-
-    yield create
-    for name in made:
-        stack.kubectl("delete", "servicerecipe", name, "--ignore-not-found", "--timeout=60s", check=False)
-
-
-def recipe_status(stack, name: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    status: dict = {}
-    while time.monotonic() < deadline:
-        got = stack.kubectl("get", "servicerecipe", name, "-o", "json", check=False)
-        status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
-        if "accepted" in status:
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"ServiceRecipe {name} never got a status; last: {status}")
 
 
 def test_a_servicerecipe_can_be_deployed_and_deleting_it_removes_it(stack, services, service_recipes,
@@ -50,7 +15,7 @@ def test_a_servicerecipe_can_be_deployed_and_deleting_it_removes_it(stack, servi
                            healthPath="/health", startupGraceSeconds=60, openaiApi=True,
                            environment={"OPENAI_TEST_MODEL": "site-echo"},
                            resources={"cpu": 1, "memory": "256M", "timeLimit": 10, "nodes": 1})
-    assert recipe_status(stack, name)["path"] == f"e2e/{name}"
+    assert stack.recipe_status(name)["path"] == f"e2e/{name}"
     row = stack.kubectl("get", "srec", name).stdout.splitlines()
     assert row[0].split() == ["NAME", "PATH", "RUNTIME", "ACCEPTED", "AGE"]
     assert row[1].split()[:4] == [name, f"e2e/{name}", "native", "true"]
@@ -70,12 +35,12 @@ def test_a_servicerecipe_can_be_deployed_and_deleting_it_removes_it(stack, servi
 
 def test_an_invalid_servicerecipe_says_which_field_is_wrong(stack, service_recipes, unique_name):
     # The schema the apiserver checks rejects what it can ...
-    bad = manifest(unique_name("srec-bad"), category="e2e", runtime="apptainer", image="https://example.org/x")
+    bad = stack.recipe_manifest(unique_name("srec-bad"), category="e2e", runtime="apptainer", image="https://example.org/x")
     result = stack.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
     assert result.returncode != 0 and "spec.image" in result.stderr
     # ... and the operator the rules across fields, in the status.
     name = service_recipes(unique_name("srec-noimg"), category="e2e", runtime="apptainer")
-    status = recipe_status(stack, name)
+    status = stack.recipe_status(name)
     assert status["accepted"] is False and "path" not in status
     assert status["message"].startswith(f"ServiceRecipe {name}: image:"), status
 
@@ -84,7 +49,7 @@ def test_a_service_not_healthy_within_the_recipes_grace_fails_with_readiness_tim
                                                                                       service_recipes, unique_name):
     name = service_recipes(unique_name("srec-slow"), category="e2e", runtime="native", command=ECHO,
                            startupGraceSeconds=5, resources={"cpu": 1, "memory": "256M", "timeLimit": 10})
-    recipe_status(stack, name)
+    stack.recipe_status(name)
     service = services(unique_name("slow"), f"e2e/{name}", env={"OPENAI_TEST_STARTUP_DELAY": "600"})
     final = stack.wait_for(service, lambda o: o.get("status", {}).get("phase") == "failed", 300,
                            what="failed")["status"]
