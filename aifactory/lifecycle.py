@@ -51,7 +51,7 @@ def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluste
     return JobRequest(
         name=f"ais-{service.namespace}-{service.name}"[:128],
         script=render_job_script(recipe, title, env_names=[*recipe.environment, *spec.env],
-                                 gpus=resources.gpu or 0),
+                                 gpus=resources.gpu or 0, container_command=cluster.container_command.value),
         environment=environment,
         working_directory=workdir,
         standard_output=f"{workdir}/{JOB_STDOUT}",

@@ -127,6 +127,11 @@ IMAGE_PATTERN = r"^((docker|oras)://[^\s]+|/[^\s]*\.sif)$"
 ENV_PLACEHOLDER = re.compile(r"\{env:([^}]*)\}")
 
 
+class ContainerCommand(str, Enum):
+    apptainer = "apptainer"
+    singularity = "singularity"
+
+
 class Recipe(Model):
     """A kind of AI service: what to run, how to reach it and what it needs by default."""
 
@@ -299,6 +304,11 @@ class SlurmClusterSpec(Model):
         description="Environment every job of this cluster gets (e.g. PATH); the service's env comes on top.",
     )
     bind_address: str = Field("0.0.0.0", description="Address services bind to on the compute node.")
+    container_command: ContainerCommand = Field(
+        ContainerCommand.apptainer,
+        description="The container runtime's command on the compute nodes: apptainer, or singularity where a site "
+        "has SingularityCE instead.",
+    )
     local_logs: bool = Field(
         False, description="Job output files are readable on this side's filesystem (shared filesystem, local stack)."
     )

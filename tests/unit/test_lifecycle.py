@@ -87,3 +87,12 @@ def test_tags_round_trip_and_ignore_foreign_comments():
 @pytest.mark.parametrize("size, mb", [("512M", 512), ("32G", 32768), ("1T", 1048576), ("100", 100), ("2GiB", 2048)])
 def test_memory_sizes(size, mb):
     assert memory_mb(size) == mb
+
+
+def test_the_clusters_container_command_reaches_the_script():
+    recipe = Recipe(name="c", category="t", runtime="apptainer", image="docker://example.org/img:1",
+                    command=["serve"])
+    site = SlurmClusterSpec.model_validate({**CLUSTER.model_dump(), "container_command": "singularity"})
+    script = job_request(REF, AIServiceSpec(recipe="t/c"), recipe, site).script
+    assert "singularity exec" in script and "apptainer" not in script
+    assert "apptainer exec" in job_request(REF, AIServiceSpec(recipe="t/c"), recipe, CLUSTER).script
