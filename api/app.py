@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from aifactory import __version__
-from aifactory.api import errors
+
+from aifactory.api import errors, metrics
 from aifactory.api.config import ApiSettings
 from aifactory.api.deps import ApiState
 from aifactory.api.routes import recipes, root, services, vllm
@@ -31,4 +33,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in (root, services, recipes, vllm):
         app.include_router(module.router)
+
+    def phases() -> Counter[str]:
+        return Counter((obj.get("status") or {}).get("phase") or "pending" for obj in state.store.list_services())
+
+    metrics.install(app, phases)
     return app

@@ -268,3 +268,18 @@ def test_an_unexpected_failure_is_a_500_that_hides_its_internals() -> None:
     r = api.get("/api/v1/services")
     assert (r.status_code, r.json()) == (500, {"detail": "Internal server error"})
     assert "hunter2" not in r.text
+
+
+def test_metrics_count_requests_by_route_template_and_services_by_phase() -> None:
+    api, store = make()
+    store.add("a-1", phase="running")
+    store.add("b-2", phase="pending")
+    store.add("c-3", phase="running")
+    assert api.get("/api/v1/services/a-1").status_code == 200
+    assert api.get("/api/v1/services/nope").status_code == 404
+    text = api.get("/metrics").text
+    assert ('aifactory_api_requests_total{method="GET",route="/api/v1/services/{service_id}",status="200"} 1'
+            in text)
+    assert 'route="/api/v1/services/{service_id}",status="404"} 1' in text
+    assert 'aifactory_services{phase="running"} 2' in text and 'aifactory_services{phase="pending"} 1' in text
+    assert "/metrics" not in json.dumps(api.get("/openapi.json").json()["paths"])
