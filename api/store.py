@@ -42,6 +42,7 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._watch: watch.Watch | None = None
         self.synced = threading.Event()
+        self.changes = 0  # counts every change to the cache, so readers can keep what they made of it
         self.last_error: str | None = None
         self.missing = False  # the kind is not installed (its CRD is missing)
 
@@ -57,7 +58,9 @@ class Informer:
     def put(self, obj: dict) -> None:
         """Add an object this process just created, unless the watch already brought it."""
         with self._lock:
-            self._objects.setdefault(self.key(obj), obj)
+            if self.key(obj) not in self._objects:
+                self._objects[self.key(obj)] = obj
+                self.changes += 1
 
     def start(self) -> None:
         if self._thread is None:
@@ -89,6 +92,7 @@ class Informer:
                     self.missing, version = True, None
                     with self._lock:
                         self._objects.clear()
+                        self.changes += 1
                     self.synced.set()
                     self._stop.wait(self._missing_retry)
                     continue
@@ -106,6 +110,7 @@ class Informer:
         answer = self._list(_request_timeout=30)
         with self._lock:
             self._objects = {self.key(o): o for o in answer.get("items") or []}
+            self.changes += 1
         self.missing, self.last_error = False, None
         self.synced.set()
         return answer["metadata"]["resourceVersion"]
@@ -127,6 +132,7 @@ class Informer:
                     self._objects.pop(self.key(obj), None)
                 else:
                     self._objects[self.key(obj)] = obj
+                self.changes += 1
         return version
 
 
@@ -151,6 +157,7 @@ class Store:
     def __init__(self, api: client.ApiClient, watch_api: client.ApiClient, settings: ApiSettings):
         self.namespace = settings.namespace
         self.settings = settings
+        self._listing: tuple[int, bytes] | None = None
         self._custom = client.CustomObjectsApi(api)
         watching = client.CustomObjectsApi(watch_api)
 
@@ -190,6 +197,13 @@ class Store:
 
     def list_services(self) -> list[dict]:
         return sorted(self.services.objects(), key=created_order)
+
+    def services_listing(self, render: Callable[[list[dict]], bytes]) -> bytes:
+        """render(list_services()), kept until a service changes."""
+        version = self.services.changes
+        if self._listing is None or self._listing[0] != version:
+            self._listing = (version, render(self.list_services()))
+        return self._listing[1]
 
     def slurm_cluster(self, name: str) -> dict | None:
         return next((o for o in self.clusters.objects() if o["metadata"].get("name") == name), None)

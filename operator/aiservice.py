@@ -156,7 +156,13 @@ async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
         return False
 
 
-@kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5, sharp=True)
+def _unfinished(status: Any, **_: Any) -> bool:
+    return not Phase(status.get("phase") or "pending").finished
+
+
+# Only unfinished services tick: kopf stops a timer once its filter no longer matches, so a thousand
+# completed or cancelled services cost nothing.
+@kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5, sharp=True, when=_unfinished)
 async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, **_) -> None:
     """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
     job_id = status.get("jobId")

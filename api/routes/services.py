@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from pydantic import TypeAdapter
 from kubernetes.client.rest import ApiException
 
 from aifactory.api.aiservices import aiservice_manifest, service_name
@@ -25,9 +26,15 @@ NAME_ATTEMPTS = 3  # a clash of the random suffix is rare; a second one rarer st
 
 
 @router.get("", response_model=list[ServiceResponse], summary="List Services", responses={**KUBE_DOWN})
-async def list_services(store: StoreDep) -> list[ServiceResponse]:
+async def list_services(store: StoreDep) -> Response:
     """List all services (the AIServices of the API's namespace), oldest first."""
-    return [ServiceResponse.of(obj) for obj in store.list_services()]
+    # Rendered once per change of the watch cache: a thousand services are 1,000 models to build and check.
+    body = store.services_listing(
+        lambda objects: _SERVICE_LIST.dump_json([ServiceResponse.of(obj) for obj in objects]))
+    return Response(body, media_type="application/json")
+
+
+_SERVICE_LIST = TypeAdapter(list[ServiceResponse])
 
 
 @router.post("", response_model=ServiceResponse, status_code=status.HTTP_201_CREATED, summary="Create Service",

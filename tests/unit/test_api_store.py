@@ -127,3 +127,21 @@ def test_a_servicerecipe_becomes_a_recipe() -> None:
     assert recipe is not None and recipe.path == "testing/echo2" and recipe.openai_api
     assert recipe.resources.time_limit == 5
     assert recipe_of({"metadata": {"name": "bad"}, "spec": {"category": "Not A Label"}}) is None
+
+
+def test_the_service_listing_is_rendered_again_only_after_a_change() -> None:
+    from aifactory.api.config import ApiSettings
+    from aifactory.api.store import Store
+    from kubernetes import client
+
+    store = Store(client.ApiClient(), client.ApiClient(), ApiSettings())
+    renders: list[int] = []
+
+    def render(objects: list[dict]) -> bytes:
+        renders.append(len(objects))
+        return str(len(objects)).encode()
+
+    assert store.services_listing(render) == b"0"
+    assert store.services_listing(render) == b"0" and renders == [0]  # kept
+    store.services.put(obj("a", "1"))
+    assert store.services_listing(render) == b"1" and renders == [0, 1]
