@@ -147,7 +147,8 @@ def run(ctx: Context) -> tuple[Benchmark, Benchmark]:
         Figure("p95 ratio aifactory / bare", ratio(a["p95"], b["p95"]), "x", raw),
     ]
     b1.notes.append("aifactory's time includes the Kubernetes create call, the watch event to the operator, its "
-                    "adoption check (a job listing), the submit itself, the status patch and the watch event back.")
+                    "adoption check (in its poller's cache), the submit itself, the status patch and the watch "
+                    "event back.")
     l, s = summary(lags), summary(startups)
     b2.raw = {"lag_seconds": lags, "health_after_job_id_seconds": startups, "lag": l}
     raw2 = (f"p50 {fmt(l['p50'], 's')}, p95 {fmt(l['p95'], 's')}, n={l['n']}; the health path first answered "
