@@ -116,6 +116,10 @@ def start_api(kube: KubeControlPlane) -> None:
 
 
 def up() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("aifactory dev up needs root: the local Slurm runs munged, slurmctld and slurmd, which "
+                         "start jobs as any user, and it writes /etc/munge/munge.key. Run it as root "
+                         "(for example `sudo make demo`).")
     started = time.monotonic()
     slurm = LocalSlurm()
     slurm.up(progress=say)
