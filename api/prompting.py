@@ -6,6 +6,7 @@ UpstreamError with its HTTP status and message otherwise.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,15 +112,33 @@ def _chat_template_missing(response: httpx.Response) -> bool:
     return response.status_code == 400 and "chat template" in upstream_message(response).lower()
 
 
-async def prompt(client: httpx.AsyncClient, endpoint: str, request: PromptRequest) -> PromptResult:
-    """Chat completions first; when the model has no chat template, the completions endpoint."""
-    base = endpoint.rstrip("/")
-    model = request.model
-    if not model:
+class DefaultModels:
+    """The first model a service lists, remembered for a while: asking /v1/models before every prompt doubles the
+    upstream calls. Keyed by the service's job and endpoint, so a new job (even on an old port) asks again."""
+
+    def __init__(self, ttl_seconds: float = 30.0):
+        self.ttl = ttl_seconds
+        self._known: dict[str, tuple[str, float]] = {}
+
+    async def get(self, client: httpx.AsyncClient, base: str, job: str = "") -> str:
+        key = f"{job}@{base}"
+        known = self._known.get(key)
+        if known and time.monotonic() < known[1]:
+            return known[0]
         models = [m.get("id") for m in await list_models(client, base) if m.get("id")]
         if not models:
             raise UpstreamError(f"{base}/v1/models lists no model", 502)
-        model = str(models[0])
+        self._known[key] = (str(models[0]), time.monotonic() + self.ttl)
+        return str(models[0])
+
+
+default_models = DefaultModels()
+
+
+async def prompt(client: httpx.AsyncClient, endpoint: str, request: PromptRequest, job: str = "") -> PromptResult:
+    """Chat completions first; when the model has no chat template, the completions endpoint."""
+    base = endpoint.rstrip("/")
+    model = request.model or await default_models.get(client, base, job)
     params = {"model": model, "max_tokens": request.max_tokens, "temperature": request.temperature}
 
     url = f"{base}/v1/chat/completions"

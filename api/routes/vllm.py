@@ -88,7 +88,8 @@ async def prompt_vllm_service(request: PromptRequest, service: ServiceDep, store
                               settings: SettingsDep) -> PromptResponse:
     """Send a prompt to a running service: chat completions, or completions when the model has no chat template."""
     endpoint = _endpoint(store, settings, service)
-    result = await _upstream(prompting.prompt(await _client(state, service), endpoint, request), settings)
+    job = f"{service['metadata'].get('uid', '')}/{(service.get('status') or {}).get('jobId', '')}"
+    result = await _upstream(prompting.prompt(await _client(state, service), endpoint, request, job), settings)
     return PromptResponse(response=result.response, model=result.model, tokens_used=result.tokens_used,
                           endpoint_used=result.endpoint_used, usage=result.usage,
                           service_id=service["metadata"]["name"], endpoint=endpoint)

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from aifactory.api import prompting
 from aifactory.api.app import create_app
 from aifactory.api.clusters import SlurmClusters
 from aifactory.api.config import ApiSettings
@@ -71,6 +72,12 @@ class StandInStore:
     def add(self, name: str, recipe: str = "testing/openai-echo", **status) -> None:
         self.objects[name] = {"metadata": {"name": name, "namespace": "default"}, "spec": {"recipe": recipe},
                               "status": status}
+
+
+@pytest.fixture(autouse=True)
+def fresh_default_models(monkeypatch):
+    # The stand-in services share made-up endpoints; each test starts without remembered models.
+    monkeypatch.setattr(prompting, "default_models", prompting.DefaultModels())
 
 
 def make(upstream=None) -> tuple[TestClient, StandInStore]:

@@ -15,6 +15,12 @@ from aifactory.servers.openai_test_server import create_app
 ENDPOINT = "http://svc.test:8000"
 
 
+@pytest.fixture(autouse=True)
+def fresh_default_models(monkeypatch):
+    # The tests share one made-up endpoint; each starts without remembered models.
+    monkeypatch.setattr(prompting, "default_models", prompting.DefaultModels())
+
+
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
 
@@ -100,3 +106,20 @@ async def test_list_models_returns_the_entries() -> None:
     async with client_for(create_app("demo")) as client:
         data = await prompting.list_models(client, ENDPOINT + "/")
     assert [m["id"] for m in data] == ["demo"]
+
+
+async def test_the_default_model_is_asked_once_per_endpoint_not_per_prompt() -> None:
+    app = create_app("demo")
+    asked: list[str] = []
+
+    @app.middleware("http")
+    async def record(request, call_next):
+        asked.append(request.url.path)
+        return await call_next(request)
+
+    async with client_for(app) as client:
+        for _ in range(3):
+            await prompting.prompt(client, ENDPOINT, PromptRequest(prompt="hi"), job="uid-1/7")
+        await prompting.prompt(client, "http://other.test:9000", PromptRequest(prompt="hi"), job="uid-1/7")
+        await prompting.prompt(client, ENDPOINT, PromptRequest(prompt="hi"), job="uid-2/8")  # a new job, old port
+    assert asked.count("/v1/models") == 3 and asked.count("/v1/chat/completions") == 5
