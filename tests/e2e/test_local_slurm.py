@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aifactory.devstack.process import state_dir
 from aifactory.devstack.slurm import API_VERSION, LocalSlurm
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +57,9 @@ def client(slurm: LocalSlurm, token: str) -> Iterator[httpx.Client]:
         yield c
 
 
+RECORDED_STATE_DIR = "/var/lib/aifactory-dev"  # stands for the local stack's state directory in recordings
+
+
 @pytest.fixture(scope="module")
 def record(token: str) -> Callable[..., None]:
     force = os.environ.get("AIFACTORY_RECORD") == "1"
@@ -73,8 +77,9 @@ def record(token: str) -> Callable[..., None]:
             request["body"] = body
         text = json.dumps({"request": request, "status": response.status_code, "body": answer}, indent=2,
                           sort_keys=False)
-        # The token only travels in headers, but make sure it never lands in a fixture.
-        text = text.replace(token, "<redacted>")
+        # The token only travels in headers, but make sure it never lands in a fixture; nor does this machine's
+        # state directory.
+        text = text.replace(token, "<redacted>").replace(str(state_dir()), RECORDED_STATE_DIR)
         RECORDINGS.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
 
