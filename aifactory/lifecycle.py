@@ -131,6 +131,12 @@ def observe(job: SlurmJob, healthy: bool) -> Observed:
     return Observed(Phase.pending, shown_state, f"Slurm reports state {shown_state}", node, None, "Unknown")
 
 
+def startup_overdue(phase: Phase, job: SlurmJob, grace_seconds: int | None, now: float) -> bool:
+    """Still building or starting longer after the job started than the recipe's start-up grace allows."""
+    return (phase in (Phase.building, Phase.starting) and bool(grace_seconds) and job.start_time is not None
+            and now - job.start_time > grace_seconds)
+
+
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 

@@ -14,7 +14,15 @@ import httpx
 import kopf
 from pydantic import ValidationError
 
-from aifactory.lifecycle import ServiceRef, SpecError, conditions_for, endpoint_url, job_request, observe
+from aifactory.lifecycle import (
+    ServiceRef,
+    SpecError,
+    conditions_for,
+    endpoint_url,
+    job_request,
+    observe,
+    startup_overdue,
+)
 from aifactory.models import GROUP, VERSION, AIServiceSpec, Condition, Phase, Recipe
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
@@ -27,6 +35,10 @@ log = logging.getLogger(__name__)
 catalog = Catalog()
 
 RESOURCE = (GROUP, VERSION, "aiservices")
+
+
+def _phase(status: Any) -> Phase:
+    return Phase(status.get("phase") or "pending")
 
 
 def _reachable_condition(cluster: Cluster | None) -> list[Condition]:
@@ -94,7 +106,7 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
                                              comment=request.comment))
     except SlurmUnreachable as exc:
         patch.status.update({"conditions": conditions_for(
-            Phase(status.get("phase") or "pending"), "SlurmUnreachable", str(exc), meta.get("generation"),
+            _phase(status), "SlurmUnreachable", str(exc), meta.get("generation"),
             status.get("conditions"),
             [Condition(type="SlurmReachable", status="False", reason="SlurmUnreachable", message=str(exc))])})
         raise kopf.TemporaryError(f"Slurm unreachable, will retry: {exc}", delay=10) from exc
@@ -110,7 +122,7 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch, **_) -> None:
-    if status.get("jobId") or Phase(status.get("phase") or "pending").finished:
+    if status.get("jobId") or _phase(status).finished:
         return  # already submitted (or given up on) before a restart: the timer takes it from here
     await _start(body, spec, meta, dict(status), uid, patch)
 
@@ -157,7 +169,7 @@ async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
 
 
 def _unfinished(status: Any, **_: Any) -> bool:
-    return not Phase(status.get("phase") or "pending").finished
+    return not _phase(status).finished
 
 
 # Only unfinished services tick: kopf stops a timer once its filter no longer matches, so a thousand
@@ -166,7 +178,7 @@ def _unfinished(status: Any, **_: Any) -> bool:
 async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, **_) -> None:
     """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
     job_id = status.get("jobId")
-    if not job_id or Phase(status.get("phase") or "pending").finished:
+    if not job_id or _phase(status).finished:
         return
     try:
         cluster = registry.get(spec.get("cluster") or "default")
@@ -186,9 +198,9 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
                                             endpoint=None))
                 kopf.warn(body, reason="JobLost", message=message)
                 return
-            cluster.poller.jobs.setdefault(job_id, job)
+            cluster.poller.remember(job)
     if job is None:
-        conditions = conditions_for(Phase(status.get("phase") or "pending"), "", status.get("message") or "",
+        conditions = conditions_for(_phase(status), "", status.get("message") or "",
                                     meta.get("generation"), status.get("conditions"), _reachable_condition(cluster))
         if conditions != status.get("conditions"):
             patch.status["conditions"] = conditions
@@ -215,8 +227,7 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
     seen = observe(job, healthy)
     phase, reason, message = seen.phase, seen.reason, seen.message
     grace = recipe.startup_grace_seconds if recipe else None
-    if (phase in (Phase.building, Phase.starting) and grace and job.start_time
-            and time.time() - job.start_time > grace):
+    if startup_overdue(phase, job, grace, time.time()):
         phase, reason = Phase.failed, "ReadinessTimeout"
         tail = await cluster.bridge.log_tail(job, 10) or ""
         message = f"Not healthy within the recipe's start-up grace of {grace}s; last log lines:\n{tail}".strip()
@@ -242,7 +253,7 @@ async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) 
     except ClusterNotReady as exc:
         if status.get("jobId"):
             raise kopf.TemporaryError(f"cannot cancel job {status.get('jobId')}: {exc}", delay=5) from exc
-        if retry < 12 and not Phase(status.get("phase") or "pending").finished:
+        if retry < 12 and not _phase(status).finished:
             # A job may have been submitted just before a restart: give the cluster a minute to connect.
             raise kopf.TemporaryError(f"waiting for the cluster to look for this service's job: {exc}",
                                       delay=5) from exc

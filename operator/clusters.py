@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from kubernetes import client as k8s
@@ -41,7 +41,7 @@ class Cluster:
     bridge: SlurmBridge
     poller: JobPoller
     # The data plane: reaches services at node:port the way this cluster is reached (through SSH when it is).
-    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(trust_env=False))
+    http: httpx.AsyncClient
 
 
 class ClusterRegistry:
@@ -61,6 +61,7 @@ class ClusterRegistry:
         old = self._clusters.get(name)
         if old and old.spec == spec:
             return old
+
         async def read_secret(ref: SecretKeyRef) -> str:
             return await read_secret_key(ref.name, ref.namespace or default_namespace, ref.key)
 

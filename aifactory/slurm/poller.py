@@ -34,7 +34,6 @@ class JobPoller:
         self._listed = asyncio.Event()  # set once a full list of the cluster's jobs has come in
         self._remembered: dict[str, float] = {}  # job id -> when a submit put it here (monotonic)
         self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
 
     @property
@@ -115,8 +114,6 @@ class JobPoller:
             self.jobs = seen
             self._listed.set()
         self.last_update = answer.last_update or asked_at
-        async with self._changed:
-            self._changed.notify_all()
 
     def remember(self, job: SlurmJob) -> None:
         """A job this process just submitted, known before the next poll lists it."""
@@ -126,10 +123,6 @@ class JobPoller:
     async def listed(self, timeout: float) -> None:
         """Wait until the cache holds a full list of the cluster's jobs (the first poll after start-up)."""
         await asyncio.wait_for(self._listed.wait(), timeout)
-
-    async def wait_for_poll(self, timeout: float) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait(), timeout)
 
     def job(self, job_id: str) -> SlurmJob | None:
         return self.jobs.get(job_id)

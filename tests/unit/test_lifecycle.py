@@ -96,3 +96,16 @@ def test_the_clusters_container_command_reaches_the_script():
     script = job_request(REF, AIServiceSpec(recipe="t/c"), recipe, site).script
     assert "singularity exec" in script and "apptainer" not in script
     assert "apptainer exec" in job_request(REF, AIServiceSpec(recipe="t/c"), recipe, CLUSTER).script
+
+
+@pytest.mark.parametrize("phase, started, grace, overdue", [
+    (Phase.starting, 1000, 60, True),      # 100 s after start, 60 s allowed
+    (Phase.building, 1000, 60, True),
+    (Phase.starting, 1000, 300, False),
+    (Phase.running, 1000, 60, False),      # healthy in time: never overdue
+    (Phase.pending, None, 60, False),      # not started yet: the grace has not begun
+])
+def test_startup_overdue(phase, started, grace, overdue):
+    from aifactory.lifecycle import startup_overdue
+
+    assert startup_overdue(phase, SlurmJob(job_id="1", state="RUNNING", start_time=started), grace, 1100) is overdue
