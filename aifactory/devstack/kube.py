@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 import yaml
 
-from .process import ManagedProcess, cache_dir, pid_alive, state_dir
+from .process import ManagedProcess, cache_dir, dev_port, pid_alive, state_dir
 
 Progress = Callable[[str], None]
 
@@ -337,14 +337,15 @@ class ControlPlaneError(RuntimeError):
 class KubeControlPlane:
     """etcd + kube-apiserver on loopback, with their state under <state_dir>/kube (or `base_dir`)."""
 
-    def __init__(self, *, base_dir: Path | None = None, etcd_port: int = 12379, etcd_peer_port: int = 12380,
-                 apiserver_port: int = 16443, host: str = "127.0.0.1", name_prefix: str = "",
+    def __init__(self, *, base_dir: Path | None = None, etcd_port: int | None = None,
+                 etcd_peer_port: int | None = None, apiserver_port: int | None = None, host: str = "127.0.0.1",
+                 name_prefix: str = "",
                  service_cluster_ip_range: str = "10.0.0.0/24", extra_apiserver_args: list[str] | None = None):
         self.base_dir = Path(base_dir) if base_dir else state_dir() / "kube"
         self.host = host
-        self.etcd_port = etcd_port
-        self.etcd_peer_port = etcd_peer_port
-        self.apiserver_port = apiserver_port
+        self.etcd_port = etcd_port or dev_port(12379)
+        self.etcd_peer_port = etcd_peer_port or dev_port(12380)
+        self.apiserver_port = apiserver_port or dev_port(16443)
         self.service_cluster_ip_range = service_cluster_ip_range
         self.extra_apiserver_args = list(extra_apiserver_args or [])
         # A second instance needs its own pid files, hence the prefix.

@@ -26,6 +26,12 @@ def cache_dir() -> Path:
     return path
 
 
+def dev_port(base: int) -> int:
+    """A port of the local stack: `base` shifted by AIFACTORY_DEV_PORT_OFFSET, so that several stacks (each with
+    its own AIFACTORY_DEV_DIR) can run side by side on one machine."""
+    return base + int(os.environ.get("AIFACTORY_DEV_PORT_OFFSET") or 0)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

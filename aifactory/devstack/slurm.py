@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from aifactory.devstack.process import ManagedProcess, pid_alive, state_dir, wait_until
+from aifactory.devstack.process import ManagedProcess, dev_port, pid_alive, state_dir, wait_until
 
 PACKAGES = "slurmctld slurmd slurmrestd slurm-client munge slurm-wlm-jwt-plugin"
 API_VERSION = "v0.0.38"
@@ -120,14 +120,16 @@ def _all_pids() -> list[int]:
 class LocalSlurm:
     """A one-node Slurm cluster (slurmctld, slurmd, slurmrestd, and munged if none runs) on 127.0.0.1."""
 
-    def __init__(self, *, cluster_name: str = "aifactory", slurmctld_port: int = 16817, slurmd_port: int = 16818,
-                 rest_host: str = "127.0.0.1", rest_port: int = 16820, partition: str = "debug",
+    def __init__(self, *, cluster_name: str | None = None, slurmctld_port: int | None = None,
+                 slurmd_port: int | None = None, rest_host: str = "127.0.0.1", rest_port: int | None = None,
+                 partition: str = "debug",
                  node_name: str | None = None, base_dir: Path | None = None, def_mem_per_cpu_mb: int = 1024) -> None:
-        self.cluster_name = cluster_name
-        self.slurmctld_port = slurmctld_port
-        self.slurmd_port = slurmd_port
+        self.slurmctld_port = slurmctld_port or dev_port(16817)
+        self.slurmd_port = slurmd_port or dev_port(16818)
+        # Stacks side by side (a port offset) are separate clusters with names of their own.
+        self.cluster_name = cluster_name or f"aifactory{self.slurmctld_port - 16817 or ''}"
         self.rest_host = rest_host
-        self.rest_port = rest_port
+        self.rest_port = rest_port or dev_port(16820)
         self.partition = partition
         self.def_mem_per_cpu_mb = def_mem_per_cpu_mb
         self.node_name = node_name or _short_hostname()

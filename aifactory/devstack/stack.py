@@ -19,15 +19,15 @@ import httpx
 
 from aifactory.crds import all_crds
 from aifactory.devstack.kube import KubeControlPlane
-from aifactory.devstack.process import ManagedProcess, state_dir, wait_until
+from aifactory.devstack.process import ManagedProcess, dev_port, state_dir, wait_until
 from aifactory.devstack.slurm import LocalSlurm
 
 NAMESPACE = "aifactory-system"
 TOKEN_SECRET = "slurm-jwt"
 OPERATOR = ManagedProcess("operator")
-OPERATOR_LIVENESS_PORT = 18080
+OPERATOR_LIVENESS_PORT = dev_port(18080)
 API = ManagedProcess("api")
-API_PORT = 8001
+API_PORT = dev_port(8001)
 API_URL = f"http://127.0.0.1:{API_PORT}"
 TOKEN_LIFESPAN = 7 * 24 * 3600  # the local stack renews it at every `dev up`
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from aifactory.devstack.stack import API_URL
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -19,7 +21,7 @@ def example(name: str) -> str:
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the seed's Bash example uses jq")
 def test_seed_bash_example_runs_against_the_stack(stack):
-    env = {**os.environ, "AIFACTORY_API_URL": "http://127.0.0.1:8001", "KUBECONFIG": str(stack.kube.kubeconfig)}
+    env = {**os.environ, "AIFACTORY_API_URL": API_URL, "KUBECONFIG": str(stack.kube.kubeconfig)}
     before = set(stack.kubectl("get", "ais", "-o", "name").stdout.split())
     try:
         result = subprocess.run(["bash", "-c", example("seed-bash")], env=env, capture_output=True, text=True,

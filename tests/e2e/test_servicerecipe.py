@@ -7,7 +7,9 @@ import time
 import httpx
 import yaml
 
-API = "http://127.0.0.1:8001/api/v1"  # the stack's REST API
+from aifactory.devstack.stack import API_URL
+
+API = f"{API_URL}/api/v1"  # the stack's REST API
 ECHO = ["python3", "-m", "aifactory.servers.openai_test_server", "--host", "{host}", "--port", "{port}"]
 
 
