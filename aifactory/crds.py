@@ -9,8 +9,10 @@ import yaml
 from pydantic import BaseModel
 
 from aifactory.models import (
-    GROUP, VERSION, AIServiceSpec, AIServiceStatus, Recipe, ServiceRecipeStatus, SlurmClusterSpec, SlurmClusterStatus,
+    GROUP, VERSION, AIServiceSpec, AIServiceStatus, ApiKeySpec, ApiKeyStatus, Recipe, ServiceRecipeStatus,
+    SlurmClusterSpec, SlurmClusterStatus, TenantSpec, TenantStatus, UserSpec,
 )
+from aifactory.models import Model as _Model
 
 # JSON-schema keys that a structural Kubernetes schema does not allow or does not need.
 _DROPPED = {"title", "$defs", "additionalProperties_false"}
@@ -151,12 +153,57 @@ def servicerecipe_crd() -> dict[str, Any]:
                 "A recipe the cluster adds to the catalog (or overrides a built-in one with): category/name.")
 
 
+def tenant_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+        {"name": "Account", "type": "string", "jsonPath": ".spec.slurm.account"},
+        {"name": "Slurm-User", "type": "string", "jsonPath": ".spec.slurm.user"},
+        {"name": "Max-Running", "type": "integer", "jsonPath": ".spec.quotas.maxRunningServices"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Description", "type": "string", "jsonPath": ".spec.description", "priority": 1},
+    ]
+    return _crd("Tenant", "tenants", "Cluster", TenantSpec, TenantStatus, ["tn"], columns,
+                "A tenant: a namespace whose services run under its Slurm account, within its quotas.")
+
+
+def apikey_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "Display-Name", "type": "string", "jsonPath": ".spec.displayName"},
+        {"name": "Role", "type": "string", "jsonPath": ".spec.role"},
+        {"name": "Prefix", "type": "string", "jsonPath": ".spec.prefix"},
+        {"name": "Owner", "type": "string", "jsonPath": ".spec.owner"},
+        {"name": "Expires", "type": "string", "jsonPath": ".spec.expiresAt"},
+        {"name": "Last-Used", "type": "string", "jsonPath": ".status.lastUsed"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd("ApiKey", "apikeys", "Namespaced", ApiKeySpec, ApiKeyStatus, ["aik"], columns,
+                "An API key of the namespace's tenant; only its sha256 is stored. Delete it to revoke the key.")
+
+
+class _NoStatus(_Model):
+    """Nothing observed."""
+
+
+def user_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "Username", "type": "string", "jsonPath": ".spec.username"},
+        {"name": "Email", "type": "string", "jsonPath": ".spec.email"},
+        {"name": "Admin", "type": "boolean", "jsonPath": ".spec.isAdmin"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _crd("User", "users", "Namespaced", UserSpec, _NoStatus, ["aiu"], columns,
+                "A person of the namespace's tenant who owns API keys; the password is kept only as a hash.")
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD, in the order they are applied."""
     return {
         "aifactory.io_aiservices.yaml": aiservice_crd(),
         "aifactory.io_slurmclusters.yaml": slurmcluster_crd(),
         "aifactory.io_servicerecipes.yaml": servicerecipe_crd(),
+        "aifactory.io_tenants.yaml": tenant_crd(),
+        "aifactory.io_apikeys.yaml": apikey_crd(),
+        "aifactory.io_users.yaml": user_crd(),
     }
 
 

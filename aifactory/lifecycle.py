@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from aifactory.jobscript import BIND_VAR, UID_VAR, render_job_script
-from aifactory.models import AIServiceSpec, Condition, Phase, Recipe, SlurmClusterSpec
+from aifactory.models import AIServiceSpec, Condition, Phase, Recipe, SlurmClusterSpec, TenantSpec
 from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob, memory_mb
 from aifactory.slurm.logs import JOB_STDERR, JOB_STDOUT
 
@@ -28,16 +28,30 @@ class ServiceRef:
     uid: str
 
 
-def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluster: SlurmClusterSpec) -> JobRequest:
-    """The Slurm job that runs this service."""
-    clash = RESERVED_ENV & set(spec.env)
+def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluster: SlurmClusterSpec,
+                tenant: TenantSpec | None = None, secret_env: dict[str, str] | None = None) -> JobRequest:
+    """The Slurm job that runs this service.
+
+    tenant: the Tenant of the service's namespace, whose Slurm account (and user) every job of it runs under.
+    secret_env: the values of spec.secretEnv, read from the namespace's Secrets.
+    """
+    secret_env = secret_env or {}
+    clash = RESERVED_ENV & (set(spec.env) | set(secret_env))
     if clash:
         raise SpecError(f"env may not set {', '.join(sorted(clash))}: aifactory sets it for the job")
+    twice = set(spec.env) & set(spec.secret_env)
+    if twice:
+        raise SpecError(f"{', '.join(sorted(twice))}: set in env and in secretEnv; give each variable once")
+    slurm = tenant.slurm if tenant else None
+    if slurm and slurm.account and spec.account and spec.account != slurm.account:
+        raise SpecError(f"account {spec.account}: this namespace's tenant runs its jobs under account "
+                        f"{slurm.account}")
     resources = spec.resources.over(recipe.resources)
     environment = {
         **cluster.job_environment,
         **recipe.environment,
         **spec.env,
+        **secret_env,
         UID_VAR: service.uid,
         BIND_VAR: cluster.bind_address,
     }
@@ -50,21 +64,22 @@ def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluste
         raise SpecError(str(exc)) from exc
     return JobRequest(
         name=f"ais-{service.namespace}-{service.name}"[:128],
-        script=render_job_script(recipe, title, env_names=[*recipe.environment, *spec.env],
+        script=render_job_script(recipe, title, env_names=[*recipe.environment, *spec.env, *secret_env],
                                  gpus=resources.gpu or 0, container_command=cluster.container_command.value),
         environment=environment,
         working_directory=workdir,
         standard_output=f"{workdir}/{JOB_STDOUT}",
         standard_error=f"{workdir}/{JOB_STDERR}",
         comment=JobTags(uid=service.uid, stage="submitted").render(),
-        partition=spec.partition or cluster.partition,
-        account=spec.account or cluster.account,
-        qos=spec.qos or cluster.qos,
+        partition=spec.partition or (slurm and slurm.partition) or cluster.partition,
+        account=(slurm and slurm.account) or spec.account or cluster.account,
+        qos=spec.qos or (slurm and slurm.qos) or cluster.qos,
         cpus_per_task=resources.cpu,
         memory_per_node_mb=memory,
         gpus_per_node=resources.gpu or None,
         time_limit_minutes=resources.time_limit,
         nodes=resources.nodes,
+        user=(slurm and slurm.user) or None,
     )
 
 

@@ -19,6 +19,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MEMORY_PATTERN = r"^[0-9]+([KMGT]i?B?)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
 class Model(BaseModel):
@@ -72,6 +73,13 @@ class Resources(Model):
         return Resources(**merged)
 
 
+class SecretEnvRef(Model):
+    """Where an environment value comes from: one key of a Secret in the service's own namespace."""
+
+    name: str = Field(..., pattern=DNS_SUBDOMAIN_PATTERN, description="Secret name (in the AIService's namespace).")
+    key: str = Field(..., min_length=1, description="Key in the Secret's data.")
+
+
 class AIServiceSpec(Model):
     """An AI service to run on a Slurm cluster, made from a recipe."""
 
@@ -81,6 +89,11 @@ class AIServiceSpec(Model):
     env: EnvMap = Field(
         default_factory=dict,
         description="Environment variables for the service process; values reach it byte for byte.",
+    )
+    secret_env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], SecretEnvRef] = Field(
+        default_factory=dict,
+        description="Environment variables whose values come from Secrets of the service's namespace (e.g. "
+                    "HF_TOKEN), so that tokens never sit in a manifest; never shown in status, events or the API.",
     )
     resources: Resources = Field(default_factory=Resources, description="Overrides of the recipe's resources.")
     cluster: str = Field("default", description="Name of the SlurmCluster to run on.")
@@ -350,3 +363,84 @@ class ServiceRecipeStatus(Model):
     path: str | None = Field(None, description="The recipe's path in the catalog (category/name).")
     accepted: bool | None = Field(None, description="Whether the recipe is in the operator's catalog.")
     message: str | None = Field(None, description="Why not, naming the field that is wrong.")
+
+
+# ---- identity and tenancy -------------------------------------------------------------------------------------
+
+class Role(str, Enum):
+    """What a key may do. Each role includes the ones below it: admin > management > inference."""
+
+    admin = "admin"
+    management = "management"
+    inference = "inference"
+
+    def includes(self, other: "Role") -> bool:
+        order = (Role.inference, Role.management, Role.admin)
+        return order.index(self) >= order.index(other)
+
+
+class TenantSlurm(Model):
+    """Whom a tenant's jobs run as on Slurm."""
+
+    account: str | None = Field(None, min_length=1, description="Slurm account every job of the tenant is charged to.")
+    user: str | None = Field(
+        None, min_length=1, description="Slurm user the tenant's jobs run as; needs a cluster token that may act "
+        "for other users (SlurmUser or root). Default: the SlurmCluster's user.")
+    partition: str | None = Field(None, min_length=1, description="Default partition (before the SlurmCluster's).")
+    qos: str | None = Field(None, min_length=1, description="Default QOS (before the SlurmCluster's).")
+
+
+class TenantQuotas(Model):
+    """Limits of a tenant; unset = no limit of the tenant's own."""
+
+    max_running_services: int | None = Field(
+        None, ge=0, description="Most services of the tenant that may hold a Slurm job at once (queued or running).")
+
+
+class TenantSpec(Model):
+    """A tenant: one Kubernetes namespace, with the Slurm account its jobs run under and its quotas."""
+
+    namespace: str | None = Field(
+        None, pattern=DNS_LABEL_PATTERN, description="The tenant's namespace; default: the Tenant's name.")
+    description: str = Field("", description="Who the tenant is.")
+    slurm: TenantSlurm = Field(default_factory=TenantSlurm, description="Whom the tenant's jobs run as.")
+    quotas: TenantQuotas = Field(default_factory=TenantQuotas, description="The tenant's limits.")
+
+
+class TenantStatus(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    namespace: str | None = Field(None, description="The namespace the tenant resolved to.")
+
+
+KEY_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+
+
+class ApiKeySpec(Model):
+    """An API key of a tenant (the namespace it lives in). Only the key's hash is kept; the key is shown once."""
+
+    display_name: str = Field(..., min_length=1, max_length=200, description="What the key is for.")
+    role: Role = Field(..., description="admin, management or inference.")
+    key_hash: str = Field(..., pattern=KEY_HASH_PATTERN, description="sha256 of the key; the key itself is never stored.")
+    prefix: str = Field(..., min_length=4, max_length=40, description="The key's first characters, to recognise it.")
+    owner: str | None = Field(None, description="Id of the User who owns the key.")
+    allowed_models: list[str] = Field(
+        default_factory=list, description="Models (service names or served model ids) the key may use; empty = all.")
+    expires_at: str | None = Field(None, description="When the key stops working (RFC 3339); unset = never.")
+
+
+class ApiKeyStatus(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    last_used: str | None = Field(None, description="When the key last authenticated a request (to the minute).")
+
+
+class UserSpec(Model):
+    """A person who owns API keys in a tenant (the namespace the User lives in)."""
+
+    username: str = Field(..., pattern=USERNAME_PATTERN, description="Unique login name.")
+    email: str | None = Field(None, max_length=320, description="E-mail address.")
+    is_admin: bool = Field(False, description="Whether the user may hold admin keys.")
+    password_hash: str | None = Field(
+        None, description="Argon2 hash of the password (never the password itself).")

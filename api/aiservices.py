@@ -6,11 +6,11 @@ import secrets
 from collections.abc import Iterable
 
 from aifactory.models import API_VERSION, AIServiceSpec, Recipe, Resources
-from aifactory.api.schemas import ServiceConfig
 
 MANAGED_BY = "aifactory-api"
 # DNS-1123 labels are at most 63 characters; the suffix takes 7.
 _MAX_PREFIX = 63 - 7
+HIDDEN = "***"  # what another tenant's admin sees of a plain environment value
 
 
 def service_name(recipe: Recipe, suffix: str | None = None) -> str:
@@ -19,17 +19,16 @@ def service_name(recipe: Recipe, suffix: str | None = None) -> str:
     return f"{prefix}-{suffix or secrets.token_hex(3)}"
 
 
-def aiservice_manifest(name: str, namespace: str, recipe: Recipe, config: ServiceConfig) -> dict:
-    """The AIService a POST /services creates (validated by the same model the CRD is made from)."""
-    spec = AIServiceSpec(recipe=recipe.path, env=config.environment,
-                         resources=Resources(**config.resources.model_dump()))
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "AIService",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
-        "spec": spec.wire(),
-    }
+def aiservice_manifest(name: str, namespace: str, recipe: Recipe, env: dict[str, str] | None = None,
+                       resources: Resources | None = None, *, labels: dict[str, str] | None = None,
+                       annotations: dict[str, str] | None = None, **spec_fields) -> dict:
+    """The AIService the API creates (validated by the same model the CRD is made from)."""
+    spec = AIServiceSpec(recipe=recipe.path, env=env or {}, resources=resources or Resources(), **spec_fields)
+    metadata = {"name": name, "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, **(labels or {})}}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": API_VERSION, "kind": "AIService", "metadata": metadata, "spec": spec.wire()}
 
 
 def find_service(objects: Iterable[dict], service_id: str) -> dict | None:
@@ -46,6 +45,11 @@ def find_service(objects: Iterable[dict], service_id: str) -> dict | None:
 def created_order(obj: dict) -> tuple[str, str]:
     meta = obj.get("metadata", {})
     return meta.get("creationTimestamp") or "", meta.get("name") or ""
+
+
+def visible_env(env: dict[str, str], owner: bool) -> dict[str, str]:
+    """Plain environment values are shown only to the tenant that owns the service."""
+    return dict(env) if owner else {name: HIDDEN for name in env}
 
 
 def availability(obj: dict) -> tuple[str | None, str, bool]:

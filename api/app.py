@@ -1,4 +1,4 @@
-"""The REST API of the seed (AI Factory Server Service) over AIService resources."""
+"""The REST API: one FastAPI app, one face per API it speaks, all over the same service verbs and identity."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from aifactory import __version__
-
-from aifactory.api import errors, metrics
+from aifactory.api import errors, metrics, seed
 from aifactory.api.config import ApiSettings
-from aifactory.api.deps import ApiState
-from aifactory.api.routes import recipes, root, services, vllm
+from aifactory.api.deps import Admin
+from aifactory.api.identity import routes as identity
+from aifactory.api.state import ApiState
 
 DESCRIPTION = ("AI services on Slurm, declared as Kubernetes AIService resources: every call here creates, reads or "
-               "deletes one, so this API, kubectl and GitOps see the same services.")
+               "deletes one, so this API, kubectl and GitOps see the same services. Every path but `/`, `/health`, "
+               "`/api/auth/login` and these docs needs an API key (`Authorization: Bearer <key>` or "
+               "`X-API-Key: <key>`): use the Authorize button.")
+
+# Paths anyone may call without a key.
+OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                        "/api/auth/login"})
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -24,18 +30,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.store  # start watching at once, not at the first request  # noqa: B018
+        state.start()
         yield
         await state.close()
 
-    app = FastAPI(title=root.SERVICE_NAME, version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title=seed.root.SERVICE_NAME, version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.aifactory = state
-    errors.install(app)
-    for module in (root, services, recipes, vllm):
-        app.include_router(module.router)
+    faces = errors.Faces()
+    errors.install(app, faces)
+    faces.add("/api/v1/", seed.render_error)
+    for router in (*seed.ROUTERS, identity.router):
+        app.include_router(router)
 
     def phases() -> Counter[str]:
         return Counter((obj.get("status") or {}).get("phase") or "pending" for obj in state.store.list_services())
 
-    metrics.install(app, phases)
+    metrics.install(app, phases, dependencies=[Admin])
     return app

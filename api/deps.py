@@ -1,61 +1,21 @@
-"""What routes depend on, as `Annotated` shortcuts: the app's state, the ready store, the service of the path."""
+"""What routes depend on, as `Annotated` shortcuts: the app's state, the ready store, the caller.
+
+Identity is one dependency every face uses: `requires(role)` on a router (or a route) authenticates the request
+once and checks the role; `Caller` hands the resolved Principal to the route.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated
 
-import httpx
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from aifactory.api.aiservices import find_service
-from aifactory.api.clusters import SlurmClusters
 from aifactory.api.config import ApiSettings
-from aifactory.api.kube import api_client
+from aifactory.api.identity.principal import Principal
+from aifactory.api.state import ApiState
 from aifactory.api.store import Store
-
-
-@dataclass
-class ApiState:
-    """Made on first use, so that building the app (and its OpenAPI document) needs no cluster."""
-
-    settings: ApiSettings
-    _store: Store | None = None
-    _clusters: SlurmClusters | None = None
-    _http: httpx.AsyncClient | None = field(default=None, repr=False)
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(api_client(self.settings), api_client(self.settings), self.settings)
-            self._store.start()
-        return self._store
-
-    @property
-    def clusters(self) -> SlurmClusters:
-        if self._clusters is None:
-            self._clusters = SlurmClusters(api_client(self.settings), self.settings.operator_namespace,
-                                           self.store.slurm_cluster, self.timeout)
-        return self._clusters
-
-    @property
-    def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.settings.prompt_timeout, connect=self.settings.connect_timeout)
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The one client for service endpoints (never a proxy from the environment)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
-        return self._http
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-        if self._clusters is not None:
-            await self._clusters.close()
-        if self._store is not None:
-            self._store.stop()
+from aifactory.models import Role
 
 
 def get_state(request: Request) -> ApiState:
@@ -78,12 +38,33 @@ async def get_store(state: StateDep) -> Store:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
+# Declared so that the OpenAPI document names both ways to send a key (Swagger UI's Authorize button).
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey",
+                     description="An aifactory API key: `Authorization: Bearer aif_...`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+                       description="The same key in the X-API-Key header.")
 
-async def get_service(store: StoreDep, service_id: Annotated[str, Path(title="Service Id")]) -> dict:
-    obj = find_service(store.list_services(), service_id)
-    if obj is None:
-        raise HTTPException(status_code=404, detail="Service not found")
-    return obj
+
+async def authenticate(request: Request, state: StateDep,
+                       _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                       x_api_key: Annotated[str | None, Depends(_header)]) -> Principal:
+    return await state.authenticate(request.headers.get("authorization"), x_api_key,
+                                    request.client.host if request.client else "unknown")
 
 
-ServiceDep = Annotated[dict, Depends(get_service)]
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def requires(role: Role):
+    """A dependency that lets only keys with `role` (or a role including it) through: 401 without a valid key,
+    403 with one of a lesser role."""
+    async def check(caller: Caller) -> Principal:
+        caller.require(role)
+        return caller
+    check.required_role = role  # type: ignore[attr-defined]  (read by the test that every route is guarded)
+    return check
+
+
+Management = Depends(requires(Role.management))
+Inference = Depends(requires(Role.inference))
+Admin = Depends(requires(Role.admin))

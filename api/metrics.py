@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from typing import Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.params import Depends
 
 from aifactory.models import Phase
 
@@ -51,7 +52,7 @@ def render(metrics: RequestMetrics, phases: Counter[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(app: FastAPI, phases: Callable[[], Counter[str]]) -> None:
+def install(app: FastAPI, phases: Callable[[], Counter[str]], dependencies: list[Depends] = ()) -> None:
     metrics = RequestMetrics()
 
     @app.middleware("http")
@@ -62,6 +63,6 @@ def install(app: FastAPI, phases: Callable[[], Counter[str]]) -> None:
                         time.perf_counter() - started)
         return response
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=list(dependencies))
     def prometheus_metrics() -> Response:
         return Response(render(metrics, phases()), media_type="text/plain; version=0.0.4")

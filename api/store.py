@@ -14,12 +14,11 @@ from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-from pydantic import ValidationError
 
 from aifactory.api.aiservices import created_order
 from aifactory.api.config import ApiSettings
 from aifactory.api.kube import kube_message
-from aifactory.models import GROUP, VERSION, Recipe
+from aifactory.models import GROUP, VERSION
 from aifactory.recipes import Catalog
 
 log = logging.getLogger(__name__)
@@ -37,6 +36,7 @@ class Informer:
         self._missing_ok = missing_ok
         self._missing_retry = missing_retry
         self._objects: dict[tuple[str, str], dict] = {}
+        self._by_name: dict[str, dict] = {}  # for kinds whose names are unique across namespaces (keys, users)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,12 +55,28 @@ class Informer:
         with self._lock:
             return list(self._objects.values())
 
+    def named(self, name: str) -> dict | None:
+        """The object of this name (in whichever namespace; for kinds with unique names)."""
+        return self._by_name.get(name)
+
     def put(self, obj: dict) -> None:
-        """Add an object this process just created, unless the watch already brought it."""
+        """Add an object this process just created or changed, unless the watch already brought a newer one."""
         with self._lock:
-            if self.key(obj) not in self._objects:
-                self._objects[self.key(obj)] = obj
+            old = self._objects.get(self.key(obj))
+            if old is None or _version(old) < _version(obj):
+                self._set(obj)
                 self.changes += 1
+
+    def drop(self, obj: dict) -> None:
+        """Forget an object this process just deleted (the watch will say so too)."""
+        with self._lock:
+            if self._objects.pop(self.key(obj), None) is not None:
+                self._by_name.pop(self.key(obj)[1], None)
+                self.changes += 1
+
+    def _set(self, obj: dict) -> None:
+        self._objects[self.key(obj)] = obj
+        self._by_name[self.key(obj)[1]] = obj
 
     def start(self) -> None:
         if self._thread is None:
@@ -92,6 +108,7 @@ class Informer:
                     self.missing, version = True, None
                     with self._lock:
                         self._objects.clear()
+                        self._by_name.clear()
                         self.changes += 1
                     self.synced.set()
                     self._stop.wait(self._missing_retry)
@@ -110,6 +127,7 @@ class Informer:
         answer = self._list(_request_timeout=30)
         with self._lock:
             self._objects = {self.key(o): o for o in answer.get("items") or []}
+            self._by_name = {self.key(o)[1]: o for o in self._objects.values()}
             self.changes += 1
         self.missing, self.last_error = False, None
         self.synced.set()
@@ -130,103 +148,137 @@ class Informer:
             with self._lock:
                 if kind == "DELETED":
                     self._objects.pop(self.key(obj), None)
+                    self._by_name.pop(self.key(obj)[1], None)
                 else:
-                    self._objects[self.key(obj)] = obj
+                    self._set(obj)
                 self.changes += 1
         return version
 
 
-def recipe_of(obj: dict) -> Recipe | None:
-    """The Recipe a ServiceRecipe resource describes (its spec holds the Recipe fields in camelCase)."""
-    spec = dict(obj.get("spec") or {})
-    spec.setdefault("name", (obj.get("metadata") or {}).get("name"))
+def _version(obj: dict) -> int:
     try:
-        return Recipe.model_validate(spec)
-    except ValidationError as exc:
-        log.warning("ServiceRecipe %s is not a valid recipe: %s", spec.get("name"), exc)
-        return None
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 class KubeUnavailable(Exception):
     """The Kubernetes API has not answered the first list yet."""
 
 
+# The kinds the API watches: plural -> (cluster-scoped, may be missing). Every AIService of every namespace is
+# watched: tenants are namespaces, and each request then sees only its own.
+WATCHED = {
+    "aiservices": (False, False),
+    "servicerecipes": (True, True),
+    "slurmclusters": (True, False),
+    "tenants": (True, True),
+    "apikeys": (False, True),
+    "users": (False, True),
+}
+
+
 class Store:
-    """AIServices of one namespace and the cluster's ServiceRecipes, cached; create and delete pass through."""
+    """The aifactory resources of the cluster, cached by one watch per kind; writes pass through."""
 
     def __init__(self, api: client.ApiClient, watch_api: client.ApiClient, settings: ApiSettings):
-        self.namespace = settings.namespace
         self.settings = settings
-        self._listing: tuple[int, bytes] | None = None
+        self._listings: dict[object, tuple[int, bytes]] = {}
         self._custom = client.CustomObjectsApi(api)
         watching = client.CustomObjectsApi(watch_api)
-
-        def list_services(**kw: Any) -> Any:
-            return watching.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "aiservices", **kw)
-
-        def list_recipes(**kw: Any) -> Any:
-            return watching.list_cluster_custom_object(GROUP, VERSION, "servicerecipes", **kw)
-
-        def list_clusters(**kw: Any) -> Any:
-            return watching.list_cluster_custom_object(GROUP, VERSION, "slurmclusters", **kw)
-
-        # kubernetes.watch reads the return type of custom objects from the list function's docstring.
-        list_services.__doc__ = list_recipes.__doc__ = list_clusters.__doc__ = ":return: object"
-        self.services = Informer("aiservices", list_services)
-        self.recipes = Informer("servicerecipes", list_recipes, missing_ok=True,
-                                missing_retry=settings.recipe_retry_seconds)
-        self.clusters = Informer("slurmclusters", list_clusters)
-        self._informers = (self.services, self.recipes, self.clusters)
-        self._recipes: dict[tuple[str | None, str | None], Recipe | None] = {}
+        self.informers: dict[str, Informer] = {}
+        for plural, (cluster_scoped, missing_ok) in WATCHED.items():
+            lister = (lambda plural: lambda **kw: watching.list_cluster_custom_object(GROUP, VERSION, plural, **kw))(
+                plural)
+            # kubernetes.watch reads the return type of custom objects from the list function's docstring.
+            lister.__doc__ = ":return: object"
+            self.informers[plural] = Informer(plural, lister, missing_ok=missing_ok,
+                                              missing_retry=settings.recipe_retry_seconds)
+        self.services = self.informers["aiservices"]
+        self.recipes = self.informers["servicerecipes"]
+        self.clusters = self.informers["slurmclusters"]
+        self.tenants = self.informers["tenants"]
+        self.keys = self.informers["apikeys"]
+        self.users = self.informers["users"]
+        self._catalog = Catalog()
+        self._catalog_version = -1
 
     def start(self) -> None:
-        for informer in self._informers:
+        for informer in self.informers.values():
             informer.start()
 
     def stop(self) -> None:
-        for informer in self._informers:
+        for informer in self.informers.values():
             informer.stop()
 
     async def ready(self) -> None:
-        """Wait (a bounded time) until the first list of AIServices arrived."""
-        for informer in self._informers:
+        """Wait (a bounded time) until the first list of every kind arrived."""
+        for informer in self.informers.values():
             if informer.synced.is_set():
                 continue
             if not await asyncio.to_thread(informer.synced.wait, self.settings.sync_timeout):
                 raise KubeUnavailable(f"Kubernetes API not reachable: {informer.last_error or 'no answer yet'}")
 
-    def list_services(self) -> list[dict]:
-        return sorted(self.services.objects(), key=created_order)
+    def list_services(self, namespace: str | None = None) -> list[dict]:
+        """AIServices of one namespace, or of all (None), oldest first."""
+        objects = self.services.objects()
+        if namespace is not None:
+            objects = [o for o in objects if (o.get("metadata") or {}).get("namespace") == namespace]
+        return sorted(objects, key=created_order)
 
-    def services_listing(self, render: Callable[[list[dict]], bytes]) -> bytes:
-        """render(list_services()), kept until a service changes."""
+    def services_listing(self, namespace: str | None, render: Callable[[list[dict]], bytes]) -> bytes:
+        """render(list_services(namespace)), kept until a service changes."""
         version = self.services.changes
-        if self._listing is None or self._listing[0] != version:
-            self._listing = (version, render(self.list_services()))
-        return self._listing[1]
+        known = self._listings.get(namespace)
+        if known is None or known[0] != version:
+            if len(self._listings) > 1000:
+                self._listings.clear()
+            known = self._listings[namespace] = (version, render(self.list_services(namespace)))
+        return known[1]
 
     def slurm_cluster(self, name: str) -> dict | None:
-        return next((o for o in self.clusters.objects() if o["metadata"].get("name") == name), None)
+        return self.clusters.named(name)
+
+    def tenant_for(self, namespace: str) -> dict | None:
+        """The Tenant whose namespace this is (a namespace without one is a tenant with no settings)."""
+        for obj in self.tenants.objects():
+            if ((obj.get("spec") or {}).get("namespace") or obj["metadata"].get("name")) == namespace:
+                return obj
+        return None
 
     def catalog(self) -> Catalog:
-        overrides, parsed = {}, {}
-        for obj in self.recipes.objects():
-            meta = obj.get("metadata") or {}
-            key = (meta.get("name"), meta.get("resourceVersion"))
-            # Parsed once per version: an invalid one is logged once, not at every request.
-            recipe = self._recipes[key] if key in self._recipes else recipe_of(obj)
-            parsed[key] = recipe
-            if recipe is not None:
-                overrides[recipe.path] = recipe
-        self._recipes = parsed
-        return Catalog(overrides)
+        """The recipe catalog, rebuilt from the ServiceRecipes when one changes (the operator's is fed alike)."""
+        if self._catalog_version != self.recipes.changes:
+            version = self.recipes.changes
+            for invalid in self._catalog.replace(self.recipes.objects()):
+                log.warning("%s", invalid)
+            self._catalog_version = version
+        return self._catalog
 
-    async def create(self, manifest: dict) -> dict:
-        created = await asyncio.to_thread(self._custom.create_namespaced_custom_object, GROUP, VERSION,
-                                          manifest["metadata"]["namespace"], "aiservices", manifest)
-        self.services.put(created)
+    # ---- writes (each also enters the cache at once, so the next read sees it) --------------------------
+
+    async def create(self, plural: str, manifest: dict) -> dict:
+        namespace = (manifest.get("metadata") or {}).get("namespace")
+        if namespace:
+            created = await asyncio.to_thread(self._custom.create_namespaced_custom_object, GROUP, VERSION,
+                                              namespace, plural, manifest)
+        else:
+            created = await asyncio.to_thread(self._custom.create_cluster_custom_object, GROUP, VERSION,
+                                              plural, manifest)
+        self.informers[plural].put(created)
         return created
 
-    async def delete(self, name: str, namespace: str) -> None:
-        await asyncio.to_thread(self._custom.delete_namespaced_custom_object, GROUP, VERSION, namespace,
-                                "aiservices", name, propagation_policy="Background")
+    async def patch(self, plural: str, obj: dict, body: dict, *, status: bool = False) -> dict:
+        meta = obj["metadata"]
+        call = (self._custom.patch_namespaced_custom_object_status if status
+                else self._custom.patch_namespaced_custom_object)
+        patched = await asyncio.to_thread(call, GROUP, VERSION, meta["namespace"], plural, meta["name"], body)
+        self.informers[plural].put(patched)
+        return patched
+
+    async def delete(self, plural: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        await asyncio.to_thread(self._custom.delete_namespaced_custom_object, GROUP, VERSION, meta["namespace"],
+                                plural, meta["name"], propagation_policy="Background")
+        if plural != "aiservices":  # an AIService stays (with its deletionTimestamp) until its job ended
+            self.informers[plural].drop(obj)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import kopf
+from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from aifactory.lifecycle import (
@@ -23,7 +24,8 @@ from aifactory.lifecycle import (
     observe,
     startup_overdue,
 )
-from aifactory.models import GROUP, VERSION, AIServiceSpec, Condition, Phase, Recipe
+from aifactory.clusters import SecretMissing, read_secret_key
+from aifactory.models import GROUP, VERSION, AIServiceSpec, Condition, Phase, Recipe, TenantSpec
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
@@ -77,7 +79,22 @@ async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
     return job if job is not None and not job.finished and not job.vanished else None
 
 
-async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch) -> None:
+def _tenant(tenants: Any, namespace: str) -> TenantSpec | None:
+    """The Tenant of this namespace from the operator's index (None: a namespace without one)."""
+    found = tenants.get(namespace) if tenants is not None else None
+    for spec in found or ():
+        return TenantSpec.model_validate(spec)
+    return None
+
+
+async def _secret_env(spec: AIServiceSpec, namespace: str) -> dict[str, str]:
+    """spec.secretEnv's values, read from the service's own namespace (never another tenant's)."""
+    core = k8s.CoreV1Api()
+    return {name: await read_secret_key(core, ref.name, namespace, ref.key) for name, ref in spec.secret_env.items()}
+
+
+async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
+                 tenants: Any = None) -> None:
     try:
         parsed = AIServiceSpec.model_validate(dict(spec))
     except ValidationError as exc:
@@ -93,7 +110,17 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
         raise kopf.TemporaryError(str(exc), delay=5) from exc
     ref = ServiceRef(meta["namespace"], meta["name"], uid)
     try:
-        request = job_request(ref, parsed, recipe, cluster.spec)
+        tenant = _tenant(tenants, meta["namespace"])
+    except ValidationError as exc:
+        return _fail(body, patch, meta, status, "InvalidTenant", f"the namespace's Tenant is invalid: {exc}")
+    try:
+        secret_env = await _secret_env(parsed, meta["namespace"])
+    except SecretMissing as exc:
+        # The Secret may come after the service (GitOps applies in any order): wait for it.
+        patch.status.update(_status(Phase.pending, "SecretMissing", str(exc), meta, status))
+        raise kopf.TemporaryError(str(exc), delay=10) from exc
+    try:
+        request = job_request(ref, parsed, recipe, cluster.spec, tenant, secret_env)
     except SpecError as exc:
         return _fail(body, patch, meta, status, "InvalidSpec", str(exc))
     try:
@@ -121,20 +148,21 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
-async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch, **_) -> None:
+async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
+                           tenant_by_namespace: kopf.Index, **_) -> None:
     if status.get("jobId") or _phase(status).finished:
         return  # already submitted (or given up on) before a restart: the timer takes it from here
-    await _start(body, spec, meta, dict(status), uid, patch)
+    await _start(body, spec, meta, dict(status), uid, patch, tenant_by_namespace)
 
 
 @kopf.on.update(*RESOURCE, field="spec")
 async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
-                           **_) -> None:
+                           tenant_by_namespace: kopf.Index, **_) -> None:
     """A changed spec means a new job: the old one is cancelled first."""
     await _cancel_and_confirm(spec, status, uid)
     fresh = {"conditions": status.get("conditions")}
     patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None})
-    await _start(body, spec, meta, fresh, uid, patch)
+    await _start(body, spec, meta, fresh, uid, patch, tenant_by_namespace)
 
 
 START_WATCH_SECONDS = 0.8  # within each 1 s tick of a starting service

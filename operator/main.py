@@ -8,8 +8,8 @@ import kopf
 import kubernetes
 
 from aifactory.operator import aiservice, slurmcluster  # noqa: F401  (registers the handlers)
-from aifactory.operator import servicerecipe  # noqa: F401  (registers the handlers)
-from aifactory.operator.clusters import registry
+from aifactory.operator import servicerecipe, tenant  # noqa: F401  (registers the handlers)
+from aifactory.operator.clusters import connect_secrets, registry
 
 
 def load_kube_config() -> None:
@@ -29,6 +29,7 @@ def operator_login(**kwargs):
 @kopf.on.startup()
 async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
     load_kube_config()
+    connect_secrets()
     # One replica (Recreate): no peering resources needed.
     settings.peering.standalone = True
     # Keep kopf's bookkeeping out of .status, which is ours and schema-checked.

@@ -13,35 +13,23 @@ import kopf
 
 from aifactory.models import GROUP, VERSION
 from aifactory.operator.aiservice import catalog
-from aifactory.recipes import RecipeInvalid, recipe_from_resource
+from aifactory.recipes import RecipeInvalid
 
 log = logging.getLogger(__name__)
 
 RESOURCE = (GROUP, VERSION, "servicerecipes")
-
-# Which resource put each path into the catalog, so that deleting or renaming one never removes another's.
-_owners: dict[str, str] = {}
-
-
-def _forget(resource: str) -> None:
-    for path in [p for p, owner in _owners.items() if owner == resource]:
-        del _owners[path]
-        catalog.overrides.pop(path, None)
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def servicerecipe_apply(body: Any, name: str, patch: kopf.Patch, **_) -> None:
-    _forget(name)
     try:
-        recipe = recipe_from_resource(body)
+        recipe = catalog.apply(body)
     except RecipeInvalid as exc:
         patch.status.update({"accepted": False, "path": None, "message": str(exc)})
         kopf.warn(body, reason="InvalidRecipe", message=str(exc))
         return
-    catalog.overrides[recipe.path] = recipe
-    _owners[recipe.path] = name
     message = f"Recipe {recipe.path} is in the catalog"
     patch.status.update({"accepted": True, "path": recipe.path, "message": message})
     kopf.info(body, reason="Accepted", message=message)
@@ -50,5 +38,5 @@ async def servicerecipe_apply(body: Any, name: str, patch: kopf.Patch, **_) -> N
 
 @kopf.on.delete(*RESOURCE)
 async def servicerecipe_delete(name: str, **_) -> None:
-    _forget(name)
+    catalog.forget(name)
     log.info("ServiceRecipe %s removed from the catalog", name)

@@ -7,7 +7,6 @@ from pydantic import ValidationError
 
 from aifactory.models import GROUP, VERSION, SlurmClusterSpec
 from aifactory.operator.clusters import registry
-from aifactory.operator.config import config
 
 
 @kopf.on.resume(GROUP, VERSION, "slurmclusters")
@@ -20,7 +19,7 @@ async def slurmcluster_connect(name: str, spec: dict, patch: kopf.Patch, **_) ->
         patch.status.update({"reachable": False, "message": f"invalid spec: {exc}"})
         raise kopf.PermanentError(f"invalid SlurmCluster spec: {exc}") from exc
     try:
-        await registry.put(name, parsed, config.namespace)
+        await registry.put(name, parsed)
     except Exception as exc:  # the Secret may be missing or unreadable: say so and retry
         patch.status.update({"reachable": False, "message": str(exc)})
         raise kopf.TemporaryError(f"cannot set up SlurmCluster {name}: {exc}", delay=10) from exc

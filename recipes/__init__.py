@@ -42,10 +42,13 @@ def load_recipe_file(path: Path) -> Recipe:
 
 
 def recipe_from_resource(body: Mapping[str, Any]) -> Recipe:
-    """The recipe a ServiceRecipe resource declares (its spec is a Recipe); the error names the bad field."""
+    """The recipe a ServiceRecipe resource declares (its spec is a Recipe; its name defaults to the resource's);
+    the error names the bad field."""
     name = (body.get("metadata") or {}).get("name", "?")
+    spec = dict(body.get("spec") or {})
+    spec.setdefault("name", name)
     try:
-        return Recipe.model_validate(dict(body.get("spec") or {}))
+        return Recipe.model_validate(spec)
     except ValidationError as exc:
         raise RecipeInvalid(f"ServiceRecipe {name}: {_field_errors(exc)}") from exc
 
@@ -70,10 +73,43 @@ def builtin_recipes() -> dict[str, Recipe]:
 
 
 class Catalog:
-    """The built-in recipes merged with the ones the cluster adds (ServiceRecipe resources win)."""
+    """The built-in recipes merged with the ones the cluster adds (ServiceRecipe resources win).
+
+    The operator (from its ServiceRecipe handlers) and the REST API (from its watch) feed it the same way:
+    `apply` a resource, `forget` a deleted one.
+    """
 
     def __init__(self, overrides: dict[str, Recipe] | None = None):
         self.overrides = overrides if overrides is not None else {}
+        # Which resource put each path here, so that deleting or renaming one never removes another's.
+        self._owners: dict[str, str] = {}
+
+    def apply(self, resource: Mapping[str, Any]) -> Recipe:
+        """Take a ServiceRecipe resource in (replacing what it said before); RecipeInvalid names the bad field,
+        and the resource then adds nothing."""
+        name = (resource.get("metadata") or {}).get("name", "")
+        self.forget(name)
+        recipe = recipe_from_resource(resource)
+        self.overrides[recipe.path] = recipe
+        self._owners[recipe.path] = name
+        return recipe
+
+    def forget(self, resource_name: str) -> None:
+        for path in [p for p, owner in self._owners.items() if owner == resource_name]:
+            del self._owners[path]
+            self.overrides.pop(path, None)
+
+    def replace(self, resources: list[Mapping[str, Any]]) -> list[RecipeInvalid]:
+        """Exactly these resources' recipes over the built-in ones; the invalid ones are returned, not applied."""
+        self.overrides.clear()
+        self._owners.clear()
+        invalid = []
+        for resource in resources:
+            try:
+                self.apply(resource)
+            except RecipeInvalid as exc:
+                invalid.append(exc)
+        return invalid
 
     def all(self) -> dict[str, Recipe]:
         return {**builtin_recipes(), **self.overrides}

@@ -32,6 +32,14 @@ API_URL = f"http://127.0.0.1:{API_PORT}"
 TOKEN_LIFESPAN = 7 * 24 * 3600  # the local stack renews it at every `dev up`
 
 
+DEFAULT_TENANT = "default"
+
+
+def admin_key_file() -> Path:
+    """The local stack's admin API key, kept for `dev env` (0600; the cluster stores only its hash)."""
+    return state_dir() / "api" / "admin.key"
+
+
 def say(line: str) -> None:
     print(f"[aifactory dev] {line}", flush=True)
 
@@ -138,9 +146,42 @@ def up() -> None:
         "stringData": {"token": slurm.mint_token(lifespan=TOKEN_LIFESPAN)},
     })
     apply(kube, default_slurmcluster(slurm))
+    ensure_identity(kube)
     start_operator(kube)
     start_api(kube)
     say(f"up in {time.monotonic() - started:.0f}s; `aifactory dev env` prints the variables to use it")
+
+
+def ensure_identity(kube: KubeControlPlane) -> None:
+    """The default tenant and an admin key of it: the key is kept in the state directory, its hash in Kubernetes."""
+    from aifactory.api.identity.admin import apikey_manifest
+    from aifactory.api.identity.keys import key_hash, key_id_of, new_key
+    from aifactory.models import Role
+
+    apply(kube, {"apiVersion": "aifactory.io/v1alpha1", "kind": "Tenant", "metadata": {"name": DEFAULT_TENANT},
+                 "spec": {"namespace": DEFAULT_TENANT, "description": "The local stack's own tenant"}})
+    path = admin_key_file()
+    key = path.read_text().strip() if path.exists() else ""
+    key_id = key_id_of(key)
+    if key_id:
+        stored = kubectl(kube, "get", "apikey", key_id, "-n", DEFAULT_TENANT, "-o", "jsonpath={.spec.keyHash}",
+                         check=False)
+        if stored == key_hash(key):
+            say(f"api: admin key {key[:16]}... of tenant {DEFAULT_TENANT} (`aifactory dev env` prints it)")
+            return
+    made = new_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(made.key + "\n")
+    apply(kube, apikey_manifest(made, DEFAULT_TENANT, name="local stack admin",
+                                role=Role.admin))
+    say(f"api: made an admin key {made.prefix}... of tenant {DEFAULT_TENANT} (`aifactory dev env` prints it)")
+
+
+def admin_key() -> str | None:
+    path = admin_key_file()
+    return path.read_text().strip() if path.exists() else None
 
 
 def running_parts() -> set[str]:
@@ -189,6 +230,9 @@ def env() -> None:
     print(f"export KUBECONFIG={kube.kubeconfig}")
     print(f"export SLURMRESTD_URL={slurm.url}")
     print(f"export AIFACTORY_API_URL={API_URL}")
+    key = admin_key()
+    if key:
+        print(f"export AIFACTORY_API_KEY={key}")
     print(f"export SLURM_JWT={slurm.mint_token(lifespan=TOKEN_LIFESPAN)}")
     for key, value in slurm.env().items():
         print(f"export {key}={value}")

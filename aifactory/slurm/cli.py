@@ -42,6 +42,8 @@ def sbatch_argv(request: JobRequest) -> list[str]:
         "--time": request.time_limit_minutes,
         "--nodes": request.nodes,
         "--gres": f"gpu:{request.gpus_per_node}" if request.gpus_per_node else None,
+        # A tenant's user: sbatch lets root (or SlurmUser) submit for another user.
+        "--uid": request.user,
     }
     argv += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
     return argv

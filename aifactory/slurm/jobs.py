@@ -31,6 +31,7 @@ class JobRequest:
     gpus_per_node: int | None = None
     time_limit_minutes: int | None = None
     nodes: int | None = None
+    user: str | None = None  # run as this Slurm user instead of the cluster's (a tenant's user)
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,12 @@ class RestBridge:
         return version
 
     async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
-                    auth: bool = True, ok_statuses: tuple[int, ...] = (200,)) -> Any:
+                    auth: bool = True, ok_statuses: tuple[int, ...] = (200,), user: str | None = None) -> Any:
         for attempt in (1, 2):
             headers = {}
             if auth:
-                headers = {"X-SLURM-USER-NAME": self.user,
+                # `user`: act for another user (a tenant's), which only a SlurmUser/root token may do.
+                headers = {"X-SLURM-USER-NAME": user or self.user,
                            "X-SLURM-USER-TOKEN": await (self.tokens.token() if attempt == 1 else self.tokens.renew())}
             try:
                 self.requests_sent += 1
@@ -104,7 +105,8 @@ class RestBridge:
 
     async def submit(self, request: JobRequest) -> str:
         dialect = await self.dialect()
-        answer = await self._call("POST", self._path(dialect, "/job/submit"), body=dialect.submit_body(request))
+        answer = await self._call("POST", self._path(dialect, "/job/submit"), body=dialect.submit_body(request),
+                                  user=request.user)
         return dialect.submitted_job_id(answer)
 
     async def job(self, job_id: str) -> SlurmJob | None:

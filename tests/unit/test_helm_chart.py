@@ -125,7 +125,7 @@ def test_chart_crds_are_byte_for_byte_the_generated_ones():
 
 
 SCOPES = {"operator": {"cluster", "watched", "namespacedWatch", "release"},
-          "api": {"cluster", "serviceNamespace", "release"}}
+          "api": {"cluster", "release"}}
 
 
 @pytest.mark.parametrize("component", sorted(SCOPES))

@@ -1,7 +1,7 @@
 import pytest
 
 from aifactory.lifecycle import RESERVED_ENV, ServiceRef, SpecError, conditions_for, job_request, observe
-from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, SlurmClusterSpec
+from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, SlurmClusterSpec, TenantSpec
 from aifactory.slurm.jobs import JobTags, SlurmJob, memory_mb
 
 REF = ServiceRef("team", "emb", "1234-uid")
@@ -31,6 +31,30 @@ def test_reserved_env_is_refused():
     with pytest.raises(SpecError, match="AIFACTORY_SERVICE_UID"):
         job_request(REF, AIServiceSpec(recipe="x", env={"AIFACTORY_SERVICE_UID": "evil"}), RECIPE, CLUSTER)
     assert "AIFACTORY_PORT" in RESERVED_ENV
+
+
+def test_a_tenants_jobs_run_under_its_account_and_user_and_take_its_defaults():
+    tenant = TenantSpec(slurm={"account": "acct-a", "user": "alice", "qos": "short", "partition": "t-part"})
+    req = job_request(REF, AIServiceSpec(recipe="x"), RECIPE, CLUSTER, tenant)
+    assert (req.account, req.user, req.qos, req.partition) == ("acct-a", "alice", "short", "t-part")
+    req = job_request(REF, AIServiceSpec(recipe="x", partition="gpu", qos="long"), RECIPE, CLUSTER, tenant)
+    assert (req.partition, req.qos) == ("gpu", "long")  # the spec's choice within the tenant's account
+    with pytest.raises(SpecError, match="account acct-a"):
+        job_request(REF, AIServiceSpec(recipe="x", account="someone-else"), RECIPE, CLUSTER, tenant)
+    plain = job_request(REF, AIServiceSpec(recipe="x"), RECIPE, CLUSTER, TenantSpec())
+    assert (plain.account, plain.user) == ("proj", None)  # a tenant without settings: the cluster's
+
+
+def test_secret_env_values_reach_the_job_and_are_handed_into_the_container():
+    spec = AIServiceSpec(recipe="x", secret_env={"HF_TOKEN": {"name": "hf", "key": "token"}})
+    value = "hf_\n'\"$(rm -rf /)`x` \t "
+    req = job_request(REF, spec, RECIPE.model_copy(update={"runtime": "apptainer", "image": "docker://x/y"}),
+                      CLUSTER, secret_env={"HF_TOKEN": value})
+    assert req.environment["HF_TOKEN"] == value
+    assert value not in req.script and "HF_TOKEN" in req.script  # forwarded by name, never as text
+    twice = AIServiceSpec(recipe="x", env={"HF_TOKEN": "a"}, secret_env={"HF_TOKEN": {"name": "hf", "key": "t"}})
+    with pytest.raises(SpecError, match="env and in secretEnv"):
+        job_request(REF, twice, RECIPE, CLUSTER, secret_env={"HF_TOKEN": "b"})
 
 
 def job(state, comment="", **kw):

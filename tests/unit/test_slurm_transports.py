@@ -153,3 +153,24 @@ def test_slurmcluster_spec_transports():
     ]:
         with pytest.raises(ValidationError, match=words):
             SlurmClusterSpec.model_validate(bad)
+
+
+async def test_a_tenants_job_is_submitted_for_its_slurm_user():
+    import httpx
+
+    from aifactory.slurm.rest import RestBridge
+
+    seen: list[str] = []
+
+    def slurmrestd(req: httpx.Request) -> httpx.Response:
+        seen.append(req.headers["X-SLURM-USER-NAME"])
+        return httpx.Response(200, json={"job_id": 42, "errors": []})
+
+    bridge = RestBridge("http://slurm", "root", StaticToken("t"), api_version="v0.0.38",
+                        transport=httpx.MockTransport(slurmrestd))
+    assert await bridge.submit(request(user="alice")) == "42"
+    assert await bridge.submit(request()) == "42"
+    assert seen == ["alice", "root"]
+    assert "--uid=alice" in sbatch_argv(request(user="alice"))
+    assert not any(a.startswith("--uid") for a in sbatch_argv(request()))
+    await bridge.close()

@@ -12,21 +12,12 @@ from typing import Any
 
 import httpx
 
-from aifactory.api.schemas import PromptRequest
+from aifactory.api.errors import UpstreamError, UpstreamTimeout
+from aifactory.api.seed.schemas import PromptRequest
 
 
 class ServiceStarting(Exception):
     """The service does not answer yet (refused connection, or 503 while it loads)."""
-
-
-class UpstreamError(Exception):
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class UpstreamTimeout(UpstreamError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -159,3 +150,9 @@ async def prompt(client: httpx.AsyncClient, endpoint: str, request: PromptReques
     body = _json(response, url)
     return PromptResult(str(_first_choice(body).get("text") or ""), str(body.get("model") or model), "completions",
                         _usage(body))
+
+
+def forbidden_model(model: str):
+    from aifactory.api.identity.principal import Forbidden
+
+    return Forbidden(f"This API key may not use model {model!r} (see its allowed_models).")

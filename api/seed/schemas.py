@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from aifactory.api.aiservices import visible_env
 from aifactory.models import AIServiceSpec, AIServiceStatus, EnvMap, Model, Phase, Recipe, Resources
 
 
@@ -108,12 +109,16 @@ class ServiceResponse(BaseModel):
     message: str | None = Field(None, description=AIServiceStatus.model_fields["message"].description)
 
     @classmethod
-    def of(cls, obj: dict) -> "ServiceResponse":
+    def of(cls, obj: dict, owner: bool = True) -> "ServiceResponse":
+        """`owner`: whether the caller's tenant owns the service (only then are environment values shown)."""
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         status = _status_of(obj)
+        config = _config_of(spec)
+        if not owner:
+            config = config.model_copy(update={"environment": visible_env(config.environment, owner)})
         return cls(id=meta.get("name", ""), name=meta.get("name", ""), namespace=meta.get("namespace", ""),
                    recipe_name=str(spec.get("recipe", "")), status=status.phase or Phase.pending,
-                   config=_config_of(spec), created_at=meta.get("creationTimestamp"), job_id=status.job_id,
+                   config=config, created_at=meta.get("creationTimestamp"), job_id=status.job_id,
                    node=status.node, endpoint=status.endpoint, slurm_state=status.slurm_state,
                    message=_message(obj, status))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from aifactory import __version__
-from aifactory.api.schemas import HealthResponse, RootResponse
+from aifactory.api.seed.schemas import HealthResponse, RootResponse
 
 SERVICE_NAME = "AI Factory Server Service"
 API_PREFIX = "/api/v1"

@@ -8,8 +8,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from aifactory.api import prompting
-from aifactory.api.schemas import PromptRequest
+from aifactory.api.seed import prompting
+from aifactory.api.seed.schemas import PromptRequest
 from aifactory.servers.openai_test_server import create_app
 
 ENDPOINT = "http://svc.test:8000"

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from aifactory.api.aiservices import aiservice_manifest, availability, find_service, service_name
-from aifactory.api.schemas import (
+from aifactory.api.seed.schemas import (
     RecipeResponse,
     ServiceRequest,
     ServiceResources,
@@ -81,10 +81,11 @@ def test_the_rest_resources_are_the_models_resources_with_python_names() -> None
 def test_manifest_is_a_valid_aiservice_in_kubernetes_spelling() -> None:
     req = ServiceRequest.model_validate({"recipe_name": "vllm", "config": {
         "environment": {"VLLM_MODEL": "it's \"quoted\" $(x)"}, "resources": {"cpu": "2", "time_limit": 5}}})
-    manifest = aiservice_manifest("vllm-000001", "team-a", recipe(), req.config)
+    manifest = aiservice_manifest("vllm-000001", "team-a", recipe(), req.config.environment,
+                                  Resources(**req.config.resources.model_dump()))
     assert manifest["metadata"]["name"] == "vllm-000001" and manifest["metadata"]["namespace"] == "team-a"
     assert manifest["spec"] == {"recipe": "inference/vllm", "env": {"VLLM_MODEL": "it's \"quoted\" $(x)"},
-                                "resources": {"cpu": 2, "timeLimit": 5}, "cluster": "default"}
+                                "secretEnv": {}, "resources": {"cpu": 2, "timeLimit": 5}, "cluster": "default"}
     AIServiceSpec.model_validate(manifest["spec"])
 
 

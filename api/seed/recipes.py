@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from aifactory.api.deps import StoreDep
-from aifactory.api.errors import KUBE_DOWN, NOT_FOUND
-from aifactory.api.schemas import RecipeResponse
+from aifactory.api.deps import Management, StoreDep
+from aifactory.api.seed.errors import AUTH, KUBE_DOWN, NOT_FOUND
+from aifactory.api.seed.schemas import RecipeResponse
 
-router = APIRouter(prefix="/api/v1/recipes", tags=["recipes"])
+router = APIRouter(prefix="/api/v1/recipes", tags=["recipes"], dependencies=[Management], responses={**AUTH})
 
 
 @router.get("", response_model=list[RecipeResponse], summary="List Recipes", responses={**KUBE_DOWN})

@@ -15,12 +15,8 @@ from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from aifactory.api import prompting
-from aifactory.api.app import create_app
-from aifactory.api.clusters import SlurmClusters
-from aifactory.api.config import ApiSettings
-from aifactory.recipes import Catalog
 from aifactory.servers.openai_test_server import create_app as openai_test_app
+from tests.unit.api.memory import MemoryStore, fresh_default_models, make_api  # noqa: F401
 
 # Every path and method of seed 001 (the original server's OpenAPI document).
 SEED_PATHS = {
@@ -34,60 +30,10 @@ SEED_PATHS = {
 }
 
 
-class StandInStore:
-    namespace = "default"
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict] = {}
-        self.fail_with: Exception | None = None
-        self.deleted: list[str] = []
-
-    async def ready(self) -> None:
-        if self.fail_with:
-            raise self.fail_with
-
-    def list_services(self) -> list[dict]:
-        return list(self.objects.values())
-
-    def services_listing(self, render) -> bytes:
-        return render(self.list_services())  # the real store keeps it until a service changes
-
-    def catalog(self) -> Catalog:
-        return Catalog()
-
-    def slurm_cluster(self, name: str) -> dict | None:
-        return {"metadata": {"name": name}, "spec": {"url": "http://127.0.0.1:9", "workingDirectory": "/tmp"}}
-
-    async def create(self, manifest: dict) -> dict:
-        if self.fail_with:
-            raise self.fail_with
-        obj = {**copy.deepcopy(manifest)}
-        obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
-        self.objects[obj["metadata"]["name"]] = obj
-        return obj
-
-    async def delete(self, name: str, namespace: str) -> None:
-        self.deleted.append(name)
-
-    def add(self, name: str, recipe: str = "testing/openai-echo", **status) -> None:
-        self.objects[name] = {"metadata": {"name": name, "namespace": "default"}, "spec": {"recipe": recipe},
-                              "status": status}
-
-
-@pytest.fixture(autouse=True)
-def fresh_default_models(monkeypatch):
-    # The stand-in services share made-up endpoints; each test starts without remembered models.
-    monkeypatch.setattr(prompting, "default_models", prompting.DefaultModels())
-
-
-def make(upstream=None) -> tuple[TestClient, StandInStore]:
-    app = create_app(ApiSettings(retry_after_seconds=7))
-    store = StandInStore()
-    state = app.state.aifactory
-    state._store = store
-    state._clusters = SlurmClusters(k8s.ApiClient(), "aifactory-system", store.slurm_cluster, state.timeout)
-    state._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream or openai_test_app("demo")))
-    return TestClient(app, raise_server_exceptions=False), store
+def make(upstream=None) -> tuple[TestClient, MemoryStore]:
+    """The API with auth off (seed 000's behaviour: one trusted user, the default tenant)."""
+    api = make_api(upstream, auth=False)
+    return api.client, api.store
 
 
 @pytest.fixture
@@ -255,14 +201,14 @@ def test_kubernetes_errors_keep_their_status_and_words() -> None:
     body = json.dumps({"kind": "Status", "message": 'AIService.aifactory.io "x" is invalid: spec.env: Invalid value',
                        "code": 422})
 
-    async def refuse(manifest: dict) -> dict:
+    async def refuse(plural: str, manifest: dict) -> dict:
         raise ApiException(status=422, reason="Unprocessable Entity", http_resp=None) from None
 
     store.create = refuse  # type: ignore[method-assign]
     r = api.post("/api/v1/services", json={"recipe_name": "openai-echo"})
     assert r.status_code == 422 and r.json()["detail"].startswith("Kubernetes:")
 
-    async def refuse_with_words(manifest: dict) -> dict:
+    async def refuse_with_words(plural: str, manifest: dict) -> dict:
         exc = ApiException(status=422, reason="Unprocessable Entity")
         exc.body = body
         raise exc

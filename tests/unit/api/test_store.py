@@ -9,7 +9,7 @@ import time
 from kubernetes.client.rest import ApiException
 
 from aifactory.api import store as store_module
-from aifactory.api.store import Informer, recipe_of
+from aifactory.api.store import Informer
 
 
 def obj(name: str, rv: str, **spec) -> dict:
@@ -120,13 +120,26 @@ def test_put_keeps_what_the_watch_already_brought() -> None:
     assert informer.objects()[0]["metadata"]["resourceVersion"] == "5"
 
 
-def test_a_servicerecipe_becomes_a_recipe() -> None:
-    recipe = recipe_of({"metadata": {"name": "echo2"}, "spec": {
+def test_servicerecipes_feed_the_catalog_the_way_the_operator_feeds_its_own() -> None:
+    from aifactory.api.config import ApiSettings
+    from aifactory.api.store import Store
+    from aifactory.recipes import Catalog
+    from kubernetes import client
+
+    echo2 = {"metadata": {"name": "echo2", "resourceVersion": "1"}, "spec": {
         "category": "testing", "runtime": "native", "command": ["x"], "openaiApi": True,
-        "resources": {"timeLimit": 5}}})
-    assert recipe is not None and recipe.path == "testing/echo2" and recipe.openai_api
-    assert recipe.resources.time_limit == 5
-    assert recipe_of({"metadata": {"name": "bad"}, "spec": {"category": "Not A Label"}}) is None
+        "resources": {"timeLimit": 5}}}
+    bad = {"metadata": {"name": "bad", "resourceVersion": "2"}, "spec": {"category": "Not A Label"}}
+    store = Store(client.ApiClient(), client.ApiClient(), ApiSettings())
+    store.recipes.put(echo2)
+    store.recipes.put(bad)
+    recipe = store.catalog().get("testing/echo2")
+    assert recipe.openai_api and recipe.resources.time_limit == 5
+    operators = Catalog()
+    operators.apply(echo2)
+    assert operators.all() == store.catalog().all()  # one function, one result in both processes
+    store.recipes.drop(echo2)
+    assert "testing/echo2" not in store.catalog().all()
 
 
 def test_the_service_listing_is_rendered_again_only_after_a_change() -> None:
@@ -141,7 +154,8 @@ def test_the_service_listing_is_rendered_again_only_after_a_change() -> None:
         renders.append(len(objects))
         return str(len(objects)).encode()
 
-    assert store.services_listing(render) == b"0"
-    assert store.services_listing(render) == b"0" and renders == [0]  # kept
+    assert store.services_listing("default", render) == b"0"
+    assert store.services_listing("default", render) == b"0" and renders == [0]  # kept
     store.services.put(obj("a", "1"))
-    assert store.services_listing(render) == b"1" and renders == [0, 1]
+    assert store.services_listing("default", render) == b"1" and renders == [0, 1]
+    assert store.services_listing("team-b", render) == b"0"  # each tenant sees its own
