@@ -425,7 +425,7 @@ class ApiKeySpec(Model):
     key_hash: str = Field(..., pattern=KEY_HASH_PATTERN, description="sha256 of the key; the key itself is never stored.")
     prefix: str = Field(..., min_length=4, max_length=40, description="The key's first characters, to recognise it.")
     owner: str | None = Field(None, description="Id of the User who owns the key.")
-    allowed_models: list[str] = Field(
+    allowed_models: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="Models (service names or served model ids) the key may use; empty = all.")
     expires_at: str | None = Field(None, description="When the key stops working (RFC 3339); unset = never.")
 
@@ -440,7 +440,7 @@ class UserSpec(Model):
     """A person who owns API keys in a tenant (the namespace the User lives in)."""
 
     username: str = Field(..., pattern=USERNAME_PATTERN, description="Unique login name.")
-    email: str | None = Field(None, max_length=320, description="E-mail address.")
+    email: str | None = Field(None, min_length=1, max_length=320, description="E-mail address.")
     is_admin: bool = Field(False, description="Whether the user may hold admin keys.")
     password_hash: str | None = Field(
         None, description="Argon2 hash of the password (never the password itself).")

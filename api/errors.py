@@ -116,6 +116,8 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError(503, str(exc), code="unavailable", cause=exc)
     if isinstance(exc, ApiException):
         status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 500 else 502
+        if status == 422:  # Kubernetes refused what the request would store: a bad request, in its words
+            status = 400
         return ApiError(status, f"Kubernetes: {kube_message(exc)}", code="kubernetes_error", cause=exc)
     if isinstance(exc, Urllib3Error):
         log.warning("Kubernetes API not reachable: %s", exc)

@@ -22,8 +22,19 @@ from aifactory.models import USERNAME_PATTERN, Role, UserSpec
 
 router = APIRouter(prefix="/api", tags=["identity"])
 
-AUTH_ERRORS = {401: {"description": "No API key, or an unknown, revoked or expired one"},
-               403: {"description": "The key's role does not allow this"}}
+class Detail(BaseModel):
+    detail: str
+
+
+AUTH_ERRORS = {code: {"model": Detail, "description": text} for code, text in {
+    400: "The request cannot be done as asked, or Kubernetes refused it (its words)",
+    401: "No API key, or an unknown, revoked or expired one",
+    403: "The key's role does not allow this",
+    404: "No such key, user or tenant (or not the caller's)",
+    409: "The name is taken",
+    429: "Too many failed authentications; see Retry-After",
+    503: "The Kubernetes API is not reachable",
+}.items()}
 
 
 # ---- bodies ----------------------------------------------------------------------------------------------
@@ -36,7 +47,8 @@ class ApiKeyCreate(BaseModel):
     name: str = Field(..., min_length=1, max_length=200, description="What the key is for.")
     role: Role | None = Field(None, description="admin, management or inference; default: management, or the "
                                                 "caller's own role when that is less.")
-    allowed_models: list[str] = Field(default_factory=list, description="Models the key may use; empty = all.")
+    allowed_models: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, description="Models (service names or served model ids) the key may use; empty = all.")
     expires_at: str | None = Field(None, description="When the key stops working (RFC 3339); unset = never.")
     tenant: str | None = Field(None, description="The tenant (namespace) of the key; only an admin may name "
                                                  "another than its own.")
@@ -231,7 +243,7 @@ async def create_user(body: UserCreate, state: StateDep, store: StoreDep, caller
     if any((o.get("spec") or {}).get("username") == body.username for o in store.users.objects()):
         raise Conflict(f"User {body.username} already exists")
     hashed = await asyncio.to_thread(password_hash, body.password)
-    spec = UserSpec(username=body.username, email=body.email, is_admin=body.is_admin, password_hash=hashed)
+    spec = UserSpec(username=body.username, email=body.email or None, is_admin=body.is_admin, password_hash=hashed)
     return user_info(await store.create("users", admin.user_manifest(tenant, spec)))
 
 
@@ -251,7 +263,7 @@ async def update_user(user_id: Annotated[str, Path(max_length=64)], body: UserUp
     if body.is_admin is not None and not caller.is_admin:
         raise Forbidden("Only an admin changes is_admin.")
     changes: dict[str, Any] = {}
-    if body.email is not None:
+    if body.email:
         changes["email"] = body.email
     if body.is_admin is not None:
         changes["isAdmin"] = body.is_admin
@@ -275,8 +287,7 @@ async def delete_user(user_id: Annotated[str, Path(max_length=64)], store: Store
 
 # ---- sign-in, the caller, tenants ------------------------------------------------------------------------
 
-@router.post("/auth/login", response_model=ApiKeyCreated, summary="Log In",
-             responses={401: {"description": "Wrong username or password"}})
+@router.post("/auth/login", response_model=ApiKeyCreated, summary="Log In", responses=AUTH_ERRORS)
 async def login(body: LoginRequest, request: Request, state: StateDep, store: StoreDep) -> ApiKeyCreated:
     """A user's name and password for a key of limited life (admin if the user is one, else management)."""
     user = next((o for o in store.users.objects() if (o.get("spec") or {}).get("username") == body.username), None)

@@ -14,7 +14,8 @@ ENDED_MESSAGE = "The service has ended; create a new one."
 AUTH = {401: {"model": ErrorDetail, "description": "No API key, or an unknown, revoked or expired one"},
         403: {"model": ErrorDetail, "description": "The key's role does not allow this path"},
         429: {"model": ErrorDetail, "description": "Too many failed authentications; see Retry-After"}}
-BAD_BODY = {400: {"model": ErrorDetail, "description": "The body is not JSON"}}
+BAD_BODY = {400: {"model": ErrorDetail, "description": "The body is not JSON, or Kubernetes refused what it asks "
+                                                          "for (its words)"}}
 NOT_FOUND = {404: {"model": ErrorDetail, "description": "No such service or recipe"}}
 KUBE_DOWN = {503: {"model": ErrorDetail, "description": "The Kubernetes API is not reachable"}}
 SLURM_ERRORS = {502: {"model": ErrorDetail, "description": "Slurm refused, in Slurm's words"},

@@ -29,6 +29,32 @@ class Stack:
     kube: KubeControlPlane
     slurm: LocalSlurm
     token: str = field(repr=False)  # a slurmrestd JWT: never in test output
+    api_key: str = field(repr=False)  # the local stack's admin key (`aifactory dev env`)
+
+    @property
+    def api_url(self) -> str:
+        return devstack.API_URL
+
+    def make_key(self, namespace: str, role: str = "management", **fields) -> str:
+        """An API key of that namespace's tenant, stored with kubectl as an admin would (only its hash)."""
+        from aifactory.api.identity.admin import apikey_manifest
+        from aifactory.api.identity.keys import new_key
+        from aifactory.models import Role
+
+        made = new_key()
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(
+            apikey_manifest(made, namespace, name=f"e2e {role}", role=Role(role), **fields)))
+        return made.key
+
+    def ensure_namespace(self, name: str) -> None:
+        # Namespaces cannot be deleted on the local apiserver (no controller-manager): they are reused.
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+
+    def api(self, key: str | None = None, prefix: str = "") -> httpx.Client:
+        """A client of the stack's REST API, sending `key` (default: the admin key) as a Bearer token."""
+        headers = {"Authorization": f"Bearer {key or self.api_key}"}
+        return httpx.Client(base_url=f"{self.api_url}{prefix}", headers=headers, timeout=60, trust_env=False)
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess:
@@ -141,7 +167,9 @@ def stack() -> Stack:
     before = devstack.running_parts()
     subprocess.run([sys.executable, "-m", "aifactory", "dev", "up"], check=True, timeout=1200)
     slurm = LocalSlurm()
-    yield Stack(KubeControlPlane(), slurm, slurm.mint_token(lifespan=3600))
+    key = devstack.admin_key()
+    assert key, "aifactory dev up made no admin key"
+    yield Stack(KubeControlPlane(), slurm, slurm.mint_token(lifespan=3600), key)
     devstack.down(keep=before)
     if not before:
         # The session started the whole stack, so `dev down` must leave none of it behind.

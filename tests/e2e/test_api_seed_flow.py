@@ -55,8 +55,9 @@ def server(stack) -> Iterator[str]:
 
 
 @pytest.fixture
-def api(server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server}/api/v1", timeout=60, trust_env=False) as client:
+def api(stack, server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{server}/api/v1", timeout=60, trust_env=False,
+                      headers={"X-API-Key": stack.api_key}) as client:
         yield client
 
 
@@ -84,9 +85,10 @@ def wait_status(api: httpx.Client, service_id: str, wanted: set[str], timeout: f
 
 
 def test_the_seed_python_example_runs_a_service_on_slurm(stack, server, api, api_services, capsys) -> None:
-    # Seed 000's Python example, with the test recipe for inference/vllm.
+    # Seed 000's Python example, with the test recipe for inference/vllm, and the key it now needs.
+    key = {"Authorization": f"Bearer {stack.api_key}"}
     response = httpx.post(f"{server}/api/v1/services", json={
-        "recipe_name": RECIPE, "config": {"environment": {"OPENAI_TEST_MODEL": "gpt2"}}}, timeout=30)
+        "recipe_name": RECIPE, "config": {"environment": {"OPENAI_TEST_MODEL": "gpt2"}}}, headers=key, timeout=30)
     assert response.status_code == 201, response.text
     service = response.json()
     service_id = service["id"]
@@ -99,13 +101,14 @@ def test_the_seed_python_example_runs_a_service_on_slurm(stack, server, api, api
     assert stack.get(service_id)["spec"]["env"] == {"OPENAI_TEST_MODEL": "gpt2"}
 
     while True:
-        status = httpx.get(f"{server}/api/v1/services/{service_id}/status", timeout=10).json()
+        status = httpx.get(f"{server}/api/v1/services/{service_id}/status", headers=key, timeout=10).json()
         if status["status"] == "running":
             break
         assert status["status"] in ("pending", "building", "starting"), status
         time.sleep(1)
 
-    response = httpx.post(f"{server}/api/v1/vllm/{service_id}/prompt", json={"prompt": "Hello, world!"}, timeout=60)
+    response = httpx.post(f"{server}/api/v1/vllm/{service_id}/prompt", json={"prompt": "Hello, world!"},
+                          headers=key, timeout=60)
     print(response.json()["response"])
     assert capsys.readouterr().out == "echo: Hello, world!\n"
     body = response.json()

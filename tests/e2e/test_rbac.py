@@ -78,9 +78,8 @@ def bind_operator(stack, scoped: dict[str, list[dict]]) -> None:
 
 
 def bind_api(stack, scoped: dict[str, list[dict]]) -> None:
-    """The API serving NAMESPACE (api.namespace)."""
-    apply_all(stack, bound(scoped, f"{NAMESPACE}-{API_SA}", API_SA, ["cluster"],
-                           {"serviceNamespace": NAMESPACE, "release": RELEASE_NAMESPACE}))
+    """The API, serving every tenant's namespace."""
+    apply_all(stack, bound(scoped, f"{NAMESPACE}-{API_SA}", API_SA, ["cluster"], {"release": RELEASE_NAMESPACE}))
 
 
 def apply_all(stack, objects: list[dict]) -> None:
@@ -216,8 +215,10 @@ def run_api(stack, accounts, tmp_path):
     if not api_command_exists():
         pytest.skip("`aifactory api` does not exist yet: the API half of the RBAC test has nothing to run")
     started: list[Process] = []
+    key = stack.make_key(NAMESPACE)
 
-    def start(scoped: dict[str, list[dict]]) -> str:
+    def start(scoped: dict[str, list[dict]]) -> tuple[str, dict[str, str]]:
+        """The API's URL, and the headers with a management key of NAMESPACE's tenant."""
         bind_api(stack, scoped)
         config = kubeconfig_for(stack, API_SA, tmp_path / "api.kubeconfig")
         port = free_port()
@@ -228,7 +229,7 @@ def run_api(stack, accounts, tmp_path):
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{url}/health", 60)
-        return url
+        return url, {"X-API-Key": key}
 
     yield start
     for proc in started:
@@ -239,9 +240,10 @@ FORBIDDEN_SIGNS = ("Not enough permissions", "Failed to post an event", "403", "
 
 
 def test_api_without_create_on_aiservices_is_refused_in_kubernetes_words(stack, run_api):
-    url = run_api(without_verb(rules("api"), "aiservices", "create"))
-    assert httpx.get(f"{url}/api/v1/services", timeout=30).status_code == 200  # list + watch still granted
-    answer = httpx.post(f"{url}/api/v1/services", json={"recipe_name": "testing/openai-echo"}, timeout=30)
+    url, key = run_api(without_verb(rules("api"), "aiservices", "create"))
+    assert httpx.get(f"{url}/api/v1/services", headers=key, timeout=30).status_code == 200  # list + watch granted
+    answer = httpx.post(f"{url}/api/v1/services", json={"recipe_name": "testing/openai-echo"}, headers=key,
+                        timeout=30)
     assert answer.status_code == 403, answer.text
     assert 'cannot create resource "aiservices"' in answer.json()["detail"]
 
@@ -300,8 +302,8 @@ def test_without_patch_on_aiservices_status_the_service_never_gets_a_phase(stack
 
 def test_api_lists_creates_reads_logs_and_deletes_with_exactly_the_chart_rules(stack, run_operator, run_api):
     run_operator(rules("operator"))
-    url = run_api(rules("api"))
-    with httpx.Client(base_url=url, timeout=30) as api:
+    url, key = run_api(rules("api"))
+    with httpx.Client(base_url=url, timeout=30, headers=key) as api:
         listed = api.get("/api/v1/services")
         assert listed.status_code == 200, listed.text
         created = api.post("/api/v1/services", json={"recipe_name": "testing/openai-echo"})

@@ -21,7 +21,8 @@ def example(name: str) -> str:
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the seed's Bash example uses jq")
 def test_seed_bash_example_runs_against_the_stack(stack):
-    env = {**os.environ, "AIFACTORY_API_URL": API_URL, "KUBECONFIG": str(stack.kube.kubeconfig)}
+    env = {**os.environ, "AIFACTORY_API_URL": API_URL, "KUBECONFIG": str(stack.kube.kubeconfig),
+           "AIFACTORY_API_KEY": stack.api_key}
     before = set(stack.kubectl("get", "ais", "-o", "name").stdout.split())
     try:
         result = subprocess.run(["bash", "-c", example("seed-bash")], env=env, capture_output=True, text=True,

@@ -7,9 +7,6 @@ import time
 import httpx
 import yaml
 
-from aifactory.devstack.stack import API_URL
-
-API = f"{API_URL}/api/v1"  # the stack's REST API
 ECHO = ["python3", "-m", "aifactory.servers.openai_test_server", "--host", "{host}", "--port", "{port}"]
 
 
@@ -31,25 +28,28 @@ def test_a_servicerecipe_can_be_deployed_and_deleting_it_removes_it(stack, servi
     assert [m["id"] for m in models["data"]] == ["site-echo"]  # the recipe's default env reached the service
 
     # The REST API serves the same merged catalog.
-    listed = api_recipe_paths()
+    listed = api_recipe_paths(stack)
     assert f"e2e/{name}" in listed and "embeddings/minilm" in listed
-    detail = httpx.get(f"{API}/recipes/e2e/{name}", timeout=10)
+    with stack.api(prefix="/api/v1") as api:
+        detail = api.get(f"/recipes/e2e/{name}")
     assert detail.status_code == 200 and detail.json()["environment"] == {"OPENAI_TEST_MODEL": "site-echo"}
 
     stack.kubectl("delete", "servicerecipe", name, "--timeout=60s")
     deadline = time.monotonic() + 30
-    while f"e2e/{name}" in api_recipe_paths():
+    while f"e2e/{name}" in api_recipe_paths(stack):
         assert time.monotonic() < deadline, "the deleted ServiceRecipe is still listed by GET /recipes"
         time.sleep(0.5)
-    assert httpx.get(f"{API}/recipes/e2e/{name}", timeout=10).status_code == 404
+    with stack.api(prefix="/api/v1") as api:
+        assert api.get(f"/recipes/e2e/{name}").status_code == 404
     late = services(unique_name("srec-late"), f"e2e/{name}")
     final = stack.wait_for(late, lambda o: o.get("status", {}).get("phase") == "failed", 30,
                            what="failed")["status"]
     assert final["message"] == f"Recipe 'e2e/{name}' not found"
 
 
-def api_recipe_paths() -> set[str]:
-    answer = httpx.get(f"{API}/recipes", timeout=10)
+def api_recipe_paths(stack) -> set[str]:
+    with stack.api(prefix="/api/v1") as api:
+        answer = api.get("/recipes")
     assert answer.status_code == 200, answer.text
     return {r["path"] for r in answer.json()}
 

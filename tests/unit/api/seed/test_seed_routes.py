@@ -206,7 +206,7 @@ def test_kubernetes_errors_keep_their_status_and_words() -> None:
 
     store.create = refuse  # type: ignore[method-assign]
     r = api.post("/api/v1/services", json={"recipe_name": "openai-echo"})
-    assert r.status_code == 422 and r.json()["detail"].startswith("Kubernetes:")
+    assert r.status_code == 400 and r.json()["detail"].startswith("Kubernetes:")
 
     async def refuse_with_words(plural: str, manifest: dict) -> dict:
         exc = ApiException(status=422, reason="Unprocessable Entity")
