@@ -65,6 +65,19 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from aifactory.api.identity.keys import new_key
+
+    made = new_key()
+    # The key goes to stdout only (for a password manager or a Secret); id and hash are what the cluster keeps.
+    print(f"key:  {made.key}")
+    print(f"id:   {made.id}")
+    print(f"hash: {made.key_hash}")
+    print(f"# helm: --set identity.bootstrapAdminKey.id={made.id} --set identity.bootstrapAdminKey.hash={made.key_hash}",
+          file=sys.stderr)
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     from aifactory.devstack import stack
 
@@ -92,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--output", default="crds")
     crds.add_argument("--check", action="store_true", help="only check that the files are up to date")
     crds.set_defaults(run=_crds)
+
+    keygen = sub.add_parser("keygen", help="make a new API key; print it with the id and hash the cluster stores")
+    keygen.set_defaults(run=_keygen)
 
     dev = sub.add_parser("dev", help="the local stack: Kubernetes API, Slurm, operator, REST API")
     dev.add_argument("action", choices=["up", "down", "status", "env"])

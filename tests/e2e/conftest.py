@@ -193,18 +193,18 @@ def aiservice(name: str, recipe: str, env: dict | None = None, namespace: str = 
 @pytest.fixture
 def services(stack):
     """Create AIServices; whatever a test leaves behind is deleted (and its job cancelled) afterwards."""
-    made: list[str] = []
+    made: list[tuple[str, str]] = []
 
-    def create(name: str, recipe: str, **kw) -> str:
-        stack.apply(aiservice(name, recipe, **kw))
-        made.append(name)
+    def create(name: str, recipe: str, namespace: str = "default", **kw) -> str:
+        stack.apply(aiservice(name, recipe, namespace=namespace, **kw))
+        made.append((name, namespace))
         return name
 
     yield create
-    for name in made:
-        stack.kubectl("delete", "aiservice", name, "--wait=false", "--ignore-not-found", check=False)
-    for name in made:
-        stack.wait_gone(name, 60)
+    for name, namespace in made:
+        stack.kubectl("delete", "aiservice", name, "-n", namespace, "--wait=false", "--ignore-not-found", check=False)
+    for name, namespace in made:
+        stack.wait_gone(name, 60, namespace=namespace)
 
 
 @pytest.fixture

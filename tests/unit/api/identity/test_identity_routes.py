@@ -102,3 +102,31 @@ def test_tenants_are_listed_per_caller() -> None:
     assert {t["name"] for t in everyone} == {"default", "team-a"}
     mine = api.client.get("/api/tenants", headers=api.as_key(api.manager)).json()["items"]
     assert [(t["name"], t["slurm_account"]) for t in mine] == [("team-a", "acct-a")]
+
+
+async def test_the_bootstrap_admin_key_is_stored_as_its_hash_once() -> None:
+    from aifactory.api.identity.admin import ensure_bootstrap_key
+    from aifactory.api.identity.keys import new_key
+
+    made = new_key()
+    api = make_api(bootstrap_admin_key=made.key)
+    state = api.client.app.state.aifactory
+    await ensure_bootstrap_key(state)
+    await ensure_bootstrap_key(state)  # a restart: nothing more
+    stored = api.store.keys.named(made.id)
+    assert stored["metadata"]["namespace"] == "default" and stored["spec"]["role"] == "admin"
+    assert stored["spec"]["keyHash"] == made.key_hash and made.key not in json.dumps(stored)
+    assert api.client.get("/api/auth/whoami", headers=api.as_key(made.key)).json()["role"] == "admin"
+
+
+def test_keygen_prints_a_key_with_the_id_and_hash_the_chart_takes(capsys) -> None:
+    from aifactory.api.identity.keys import key_hash, key_id_of
+    from aifactory.cli import main
+
+    try:
+        main(["keygen"])
+    except SystemExit as done:
+        assert done.code == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    key, key_id, hashed = lines["key"].strip(), lines["id"].strip(), lines["hash"].strip()
+    assert key_id_of(key) == key_id and key_hash(key) == hashed
