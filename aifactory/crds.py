@@ -123,6 +123,8 @@ def aiservice_crd() -> dict[str, Any]:
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Cluster", "type": "string", "jsonPath": ".spec.cluster", "priority": 1},
         {"name": "Slurm", "type": "string", "jsonPath": ".status.slurmState", "priority": 1},
+        {"name": "Pending-Reason", "type": "string", "jsonPath": ".status.pendingReason", "priority": 1},
+        {"name": "Expected-Start", "type": "string", "jsonPath": ".status.expectedStart", "priority": 1},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     ]
     return _crd("AIService", "aiservices", "Namespaced", AIServiceSpec, AIServiceStatus, ["ais"], columns,

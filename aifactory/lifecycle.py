@@ -5,6 +5,7 @@ No I/O here; the operator's handlers feed these functions and write what they re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -93,6 +94,8 @@ class Observed:
     node: str | None = None
     port: int | None = None
     reason: str = ""
+    pending_reason: str | None = None  # Slurm's reason while the job is queued
+    expected_start: int | None = None  # Slurm's estimate of the start while queued (epoch seconds)
 
 
 _FAILURE_WORDS = {
@@ -115,9 +118,12 @@ def observe(job: SlurmJob, healthy: bool) -> Observed:
     if job.vanished and not job.finished:
         return Observed(Phase.failed, shown_state, "Slurm no longer knows the job; its end state is unknown",
                         node, tags.port, "JobLost")
-    if state in ("PENDING", "REQUEUED", "SUSPENDED") or (state == "CONFIGURING" and not tags.port):
-        why = job.reason if job.reason and job.reason != "None" else "waiting to be scheduled"
-        return Observed(Phase.pending, shown_state, f"Queued by Slurm: {why}", None, None, "Queued")
+    if job.queued or state == "SUSPENDED" or (state == "CONFIGURING" and not tags.port):
+        reason = slurm_reason(job)
+        why = reason or "waiting to be scheduled"
+        expected = f"; expected start {rfc3339(job.expected_start)}" if job.expected_start else ""
+        return Observed(Phase.pending, shown_state, f"Queued by Slurm: {why}{expected}", None, None, "Queued",
+                        pending_reason=reason if job.queued else None, expected_start=job.expected_start)
     if state in ("RUNNING", "CONFIGURING", "COMPLETING") and not job.finished:
         if tags.stage == "building":
             return Observed(Phase.building, shown_state, "Pulling or building the container image", node, None,
@@ -146,10 +152,47 @@ def observe(job: SlurmJob, healthy: bool) -> Observed:
     return Observed(Phase.pending, shown_state, f"Slurm reports state {shown_state}", node, None, "Unknown")
 
 
+def slurm_reason(job: SlurmJob) -> str | None:
+    """Slurm's state reason, None when it has none ("None": not yet looked at by the scheduler)."""
+    return job.reason if job.reason and job.reason != "None" else None
+
+
+def _condition_word(text: str) -> str:
+    """A condition reason (one CamelCase word) from Slurm's reason, which may carry a node list after a comma."""
+    word = re.split(r"[^A-Za-z0-9_]", text, maxsplit=1)[0]
+    return word if word[:1].isalpha() else "Queued"
+
+
+def scheduled_condition(job: SlurmJob) -> Condition:
+    """Scheduled: False with Slurm's pending reason and expected start while the job waits, True once it runs."""
+    if job.queued:
+        reason = slurm_reason(job)
+        expected = (f"; Slurm expects it to start at {rfc3339(job.expected_start)}" if job.expected_start
+                    else "; Slurm gives no expected start yet")
+        return Condition(type="Scheduled", status="False", reason=_condition_word(reason or "Queued"),
+                         message=f"Job {job.job_id} is queued: {reason or 'waiting to be scheduled'}{expected}")
+    if job.state == "SUSPENDED":
+        return Condition(type="Scheduled", status="False", reason="Suspended",
+                         message=f"Job {job.job_id} is suspended by Slurm")
+    if job.start_time is None and job.finished:
+        return Condition(type="Scheduled", status="False", reason="NeverStarted",
+                         message=f"Job {job.job_id} ended ({job.state}) before it started")
+    node = job.batch_host or job.nodes
+    since = f" at {rfc3339(job.start_time)}" if job.start_time else ""
+    return Condition(type="Scheduled", status="True", reason="Started",
+                     message=f"Job {job.job_id} started{f' on {node}' if node else ''}{since}")
+
+
 def startup_overdue(phase: Phase, job: SlurmJob, grace_seconds: int | None, now: float) -> bool:
     """Still building or starting longer after the job started than the recipe's start-up grace allows."""
     return (phase in (Phase.building, Phase.starting) and bool(grace_seconds) and job.start_time is not None
             and now - job.start_time > grace_seconds)
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def now_rfc3339() -> str:

@@ -126,6 +126,10 @@ class AIServiceStatus(Model):
     endpoint: str | None = Field(None, description="URL of the running service.")
     slurm_state: str | None = Field(None, description="The job state as Slurm reports it.")
     message: str | None = Field(None, description="Why the service is in this phase (Slurm's reason, exit code, ...).")
+    pending_reason: str | None = Field(
+        None, description="While the job is queued: Slurm's pending reason (e.g. Resources, Priority, JobHeldAdmin).")
+    expected_start: str | None = Field(
+        None, description="While the job is queued: Slurm's estimate of its start (RFC 3339), when Slurm gives one.")
     observed_generation: int | None = Field(None, description="The spec generation the status describes.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")
 

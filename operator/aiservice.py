@@ -22,6 +22,8 @@ from aifactory.lifecycle import (
     endpoint_url,
     job_request,
     observe,
+    rfc3339,
+    scheduled_condition,
     startup_overdue,
 )
 from aifactory.clusters import SecretMissing, read_secret_key
@@ -53,11 +55,16 @@ def _reachable_condition(cluster: Cluster | None) -> list[Condition]:
 
 
 def _status(phase: Phase, reason: str, message: str, meta: Any, status: dict, cluster: Cluster | None = None,
-            **fields: Any) -> dict[str, Any]:
+            extra: list[Condition] = (), **fields: Any) -> dict[str, Any]:
     out = {"phase": phase.value, "message": message or None, "observedGeneration": meta.get("generation"), **fields}
     out["conditions"] = conditions_for(phase, reason, message, meta.get("generation"), status.get("conditions"),
-                                       _reachable_condition(cluster))
+                                       [*_reachable_condition(cluster), *extra])
     return out
+
+
+def _kept(status: Any, *types: str) -> list[Condition]:
+    """Conditions of these types as the status has them (when there is nothing new to say about them)."""
+    return [Condition.model_validate(c) for c in status.get("conditions") or () if c.get("type") in types]
 
 
 def _fail(body: Any, patch: kopf.Patch, meta: Any, status: dict, reason: str, message: str) -> None:
@@ -142,7 +149,8 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
     cluster.poller.wake()
     message = f"{verb} Slurm job {job_id} on cluster {parsed.cluster}"
     patch.status.update(_status(Phase.pending, verb, message, meta, status, cluster, jobId=job_id,
-                                slurmState="PENDING", node=None, endpoint=None))
+                                slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
+                                expectedStart=None))
     kopf.info(body, reason=verb, message=message)
 
 
@@ -229,7 +237,8 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
             cluster.poller.remember(job)
     if job is None:
         conditions = conditions_for(_phase(status), "", status.get("message") or "",
-                                    meta.get("generation"), status.get("conditions"), _reachable_condition(cluster))
+                                    meta.get("generation"), status.get("conditions"),
+                                    [*_reachable_condition(cluster), *_kept(status, "Scheduled")])
         if conditions != status.get("conditions"):
             patch.status["conditions"] = conditions
         return
@@ -264,9 +273,10 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
         except SlurmError as exc:
             log.warning("could not cancel job %s after its readiness timeout: %s", job.job_id, exc)
 
-    wanted = _status(phase, reason, message, meta, dict(status), cluster, jobId=job_id,
-                     slurmState=seen.slurm_state, node=seen.node,
-                     endpoint=endpoint if not phase.finished else None)
+    wanted = _status(phase, reason, message, meta, dict(status), cluster, [scheduled_condition(job)],
+                     jobId=job_id, slurmState=seen.slurm_state, node=seen.node,
+                     endpoint=endpoint if not phase.finished else None, pendingReason=seen.pending_reason,
+                     expectedStart=rfc3339(seen.expected_start))
     changed = {k: v for k, v in wanted.items() if status.get(k) != v}
     if changed:
         patch.status.update(changed)

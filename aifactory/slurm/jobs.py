@@ -11,6 +11,9 @@ FINISHED_STATES = frozenset({
     "OUT_OF_MEMORY", "SPECIAL_EXIT",
 })
 
+# Base states of a job still waiting to run.
+QUEUED_STATES = frozenset({"PENDING", "REQUEUED"})
+
 
 @dataclass(frozen=True)
 class JobRequest:
@@ -59,6 +62,17 @@ class SlurmJob:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def queued(self) -> bool:
+        """Waiting in Slurm's queue (held, waiting for resources or priority, or requeued)."""
+        return self.state in QUEUED_STATES
+
+    @property
+    def expected_start(self) -> int | None:
+        """Slurm's estimate of when a queued job starts: its start_time while pending (set by the backfill
+        scheduler; 0, read as None, when Slurm gives none, e.g. for a held job)."""
+        return self.start_time if self.queued and self.start_time else None
 
     @property
     def tags(self) -> "JobTags":

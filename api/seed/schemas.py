@@ -86,12 +86,15 @@ class ServiceStatusResponse(BaseModel):
     job_id: str | None = Field(None, description=AIServiceStatus.model_fields["job_id"].description)
     node: str | None = Field(None, description=AIServiceStatus.model_fields["node"].description)
     message: str | None = Field(None, description=AIServiceStatus.model_fields["message"].description)
+    pending_reason: str | None = Field(None, description=AIServiceStatus.model_fields["pending_reason"].description)
+    expected_start: str | None = Field(None, description=AIServiceStatus.model_fields["expected_start"].description)
 
     @classmethod
     def of(cls, obj: dict) -> "ServiceStatusResponse":
         status = _status_of(obj)
         return cls(status=status.phase or Phase.pending, slurm_state=status.slurm_state, job_id=status.job_id,
-                   node=status.node, message=_message(obj, status))
+                   node=status.node, message=_message(obj, status), pending_reason=status.pending_reason,
+                   expected_start=status.expected_start)
 
 
 class ServiceResponse(BaseModel):
@@ -107,6 +110,8 @@ class ServiceResponse(BaseModel):
     endpoint: str | None = Field(None, description=AIServiceStatus.model_fields["endpoint"].description)
     slurm_state: str | None = Field(None, description=AIServiceStatus.model_fields["slurm_state"].description)
     message: str | None = Field(None, description=AIServiceStatus.model_fields["message"].description)
+    pending_reason: str | None = Field(None, description=AIServiceStatus.model_fields["pending_reason"].description)
+    expected_start: str | None = Field(None, description=AIServiceStatus.model_fields["expected_start"].description)
 
     @classmethod
     def of(cls, obj: dict, owner: bool = True) -> "ServiceResponse":
@@ -120,7 +125,8 @@ class ServiceResponse(BaseModel):
                    recipe_name=str(spec.get("recipe", "")), status=status.phase or Phase.pending,
                    config=config, created_at=meta.get("creationTimestamp"), job_id=status.job_id,
                    node=status.node, endpoint=status.endpoint, slurm_state=status.slurm_state,
-                   message=_message(obj, status))
+                   message=_message(obj, status), pending_reason=status.pending_reason,
+                   expected_start=status.expected_start)
 
 
 class StopResponse(BaseModel):

@@ -6,6 +6,7 @@ shapes (see recordings/README.md).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -186,3 +187,17 @@ def test_detection_picks_the_newest_served(version):
 def test_detection_ignores_versions_aifactory_does_not_speak():
     assert newest_served(["/slurm/v0.0.45/jobs", "/slurm/v0.0.40/jobs", "/slurmdb/v0.0.44/jobs"]) == "v0.0.40"
     assert newest_served(["/slurm/v0.0.37/jobs"]) is None
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_a_pending_jobs_start_time_is_slurms_expected_start(version):
+    # Slurm's backfill scheduler sets start_time of a pending job to its estimate (seen on 22.05: squeue's START_TIME
+    # and slurmrestd's start_time agree); each dialect writes it in its own number shape.
+    answer = copy.deepcopy(recording(version, "jobs")["body"])
+    raw = answer["jobs"][0]
+    shape = raw.get("start_time")
+    estimate = 1795988071
+    raw["start_time"] = {"set": True, "infinite": False, "number": estimate} if isinstance(shape, dict) else estimate
+    raw["job_state"] = ["PENDING"] if isinstance(raw.get("job_state"), list) else "PENDING"
+    job = dialect_for(version).jobs(answer)[0]
+    assert job.queued and job.expected_start == estimate

@@ -133,3 +133,47 @@ def test_startup_overdue(phase, started, grace, overdue):
     from aifactory.lifecycle import startup_overdue
 
     assert startup_overdue(phase, SlurmJob(job_id="1", state="RUNNING", start_time=started), grace, 1100) is overdue
+
+
+def test_a_queued_job_says_why_and_when_slurm_expects_it_to_start():
+    from aifactory.lifecycle import scheduled_condition
+
+    queued = job("PENDING", reason="Resources", start_time=1795988071)
+    seen = observe(queued, False)
+    assert (seen.phase, seen.pending_reason, seen.expected_start) == (Phase.pending, "Resources", 1795988071)
+    assert "expected start 2026-11-29T" in seen.message
+    cond = scheduled_condition(queued)
+    assert (cond.status, cond.reason) == ("False", "Resources")
+    assert "2026-11-29T" in cond.message and "job 7" in cond.message.lower()
+
+
+def test_a_held_job_has_slurms_reason_and_no_expected_start():
+    from aifactory.lifecycle import scheduled_condition
+
+    held = job("PENDING", reason="JobHeldAdmin", start_time=None)
+    seen = observe(held, False)
+    assert (seen.pending_reason, seen.expected_start) == ("JobHeldAdmin", None)
+    cond = scheduled_condition(held)
+    assert (cond.status, cond.reason) == ("False", "JobHeldAdmin")
+    assert "no expected start" in cond.message
+
+
+def test_a_reason_with_a_node_list_becomes_one_condition_word():
+    from aifactory.lifecycle import scheduled_condition
+
+    cond = scheduled_condition(job("PENDING", reason="ReqNodeNotAvail, UnavailableNodes:n[1-2]"))
+    assert cond.reason == "ReqNodeNotAvail" and "UnavailableNodes:n[1-2]" in cond.message
+    assert scheduled_condition(job("PENDING", reason="None")).reason == "Queued"  # not yet looked at
+
+
+def test_scheduled_is_true_once_the_job_runs_and_pending_fields_go():
+    from aifactory.lifecycle import scheduled_condition
+
+    running = job("RUNNING", TAGGED, start_time=1795988071)
+    cond = scheduled_condition(running)
+    assert (cond.status, cond.reason) == ("True", "Started") and "node1" in cond.message
+    seen = observe(running, True)
+    assert (seen.pending_reason, seen.expected_start) == (None, None)
+    # A running job's start_time is when it started, never an expected start.
+    assert running.expected_start is None
+    assert scheduled_condition(job("CANCELLED")).status == "False"  # cancelled while queued: never ran

@@ -107,7 +107,14 @@ def test_service_and_status_response_of_a_running_resource() -> None:
                                                                        "http://10.0.0.5:8000")
     assert ServiceStatusResponse.of(obj).model_dump() == {
         "status": "running", "slurm_state": "RUNNING", "job_id": "42", "node": "mel2106",
-        "message": "Service is answering"}
+        "message": "Service is answering", "pending_reason": None, "expected_start": None}
+
+
+def test_a_queued_service_says_slurms_reason_and_expected_start() -> None:
+    obj = aiservice(status={"phase": "pending", "jobId": "43", "slurmState": "PENDING",
+                            "pendingReason": "Resources", "expectedStart": "2026-11-29T21:34:31Z"})
+    for out in (ServiceStatusResponse.of(obj), ServiceResponse.of(obj)):
+        assert (out.pending_reason, out.expected_start) == ("Resources", "2026-11-29T21:34:31Z")
 
 
 def test_a_resource_being_deleted_says_so() -> None:
