@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from aifactory.models import SecretKeyRef, SlurmClusterSpec
 from aifactory.slurm.bridge import SlurmBridge
 from aifactory.slurm.connect import bridge_for
+from aifactory.slurm.nodes import NodeCache
 from aifactory.slurm.poller import JobPoller
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,20 @@ class Cluster:
     poller: JobPoller | None
     # The data plane: reaches services at node:port the way this cluster is reached (through SSH when it is).
     http: httpx.AsyncClient
+    # The cluster's nodes, read at most once per spec.node_poll_interval_seconds, only when someone reads them.
+    nodes: NodeCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.nodes is None:
+            self.nodes = NodeCache(self.bridge, self.spec.node_poll_interval_seconds)
 
 
 class ClusterRegistry:
     """The clusters one process knows, by SlurmCluster name; rebuilt when a spec changes.
 
     `with_pollers`: the operator polls each cluster (one request per interval for all its services); the REST
-    API reads the statuses the operator writes and asks Slurm only for what a request needs (logs).
+    API reads the statuses the operator writes and asks Slurm only for what a request needs (logs). Both read
+    nodes through each cluster's NodeCache (one request for all nodes, at most once per node interval).
     """
 
     def __init__(self, read_secret: SecretReader | None = None, *, http_timeout: httpx.Timeout | float = 2.0,

@@ -136,6 +136,10 @@ def slurmcluster_crd() -> dict[str, Any]:
         {"name": "URL", "type": "string", "jsonPath": ".spec.url"},
         {"name": "API", "type": "string", "jsonPath": ".status.apiVersion"},
         {"name": "Reachable", "type": "boolean", "jsonPath": ".status.reachable"},
+        {"name": "Nodes-Up", "type": "integer", "jsonPath": ".status.nodes.up"},
+        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total", "priority": 1},
+        {"name": "GPUs-Free", "type": "integer", "jsonPath": ".status.nodes.gpusFree"},
+        {"name": "GPUs", "type": "integer", "jsonPath": ".status.nodes.gpus", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return _crd("SlurmCluster", "slurmclusters", "Cluster", SlurmClusterSpec, SlurmClusterStatus, ["slc"],

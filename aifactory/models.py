@@ -293,6 +293,13 @@ class CliSpec(Model):
     )
 
 
+class GpuType(Model):
+    """What a GRES GPU type is: the model's name and memory, which Slurm does not know."""
+
+    name: str = Field(..., min_length=1, description='The GPU model, e.g. "NVIDIA A100-SXM4-80GB".')
+    memory: str | None = Field(None, pattern=MEMORY_PATTERN, description='Memory of one GPU, e.g. "80G".')
+
+
 class SlurmClusterSpec(Model):
     """How to reach one Slurm cluster and what its jobs get by default."""
 
@@ -330,6 +337,13 @@ class SlurmClusterSpec(Model):
         False, description="Job output files are readable on this side's filesystem (shared filesystem, local stack)."
     )
     poll_interval_seconds: float = Field(5.0, gt=0, description="How often the one poller of this cluster asks Slurm.")
+    node_poll_interval_seconds: float = Field(
+        30.0, gt=0, description="How often the cluster's nodes are read (one request for all nodes), at most, in "
+        "each process that shows them; not at all while nobody looks.")
+    gpu_types: dict[str, GpuType] = Field(
+        default_factory=dict,
+        description='GRES GPU types of the nodes (the "a100" of gpu:a100:4) and the model name and memory each '
+        "stands for; a type not listed is shown by its GRES name, without memory.")
 
     @model_validator(mode="after")
     def _transport_needs(self) -> "SlurmClusterSpec":
@@ -350,12 +364,24 @@ class SlurmClusterSpec(Model):
         return (self.token.secret_ref if self.token else None) or self.token_secret_ref
 
 
+class NodesStatus(Model):
+    """A summary of a cluster's nodes (one read of all nodes)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    total: int = Field(0, description="Nodes of the cluster.")
+    up: int = Field(0, description="Nodes that can take a job (not down, drained, failing or powered off).")
+    gpus: int = Field(0, description="GPUs of all nodes (GRES gpu).")
+    gpus_free: int = Field(0, description="GPUs of the nodes that are up and not held by a job.")
+
+
 class SlurmClusterStatus(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     api_version: str | None = Field(None, description="The slurmrestd API version in use.")
     reachable: bool | None = Field(None, description="Whether the last poll reached slurmrestd.")
     message: str | None = Field(None, description="The last error, in the outside system's words.")
+    nodes: NodesStatus | None = Field(None, description="The cluster's nodes and GPUs at the last read.")
     conditions: list[Condition] = Field(default_factory=list, description="Reachable and other conditions.")
 
 

@@ -33,6 +33,7 @@ class ApiState:
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _identity: Authenticator | None = None
     _services: object | None = None
+    _nodes: object | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
@@ -82,6 +83,15 @@ class ApiState:
 
             self._services = ServiceVerbs(self)
         return self._services
+
+    @property
+    def nodes(self):
+        """The clusters' nodes (api/nodes.py): one cached read per cluster and node interval, shared by all."""
+        if self._nodes is None:
+            from aifactory.api.nodes import NodeVerbs
+
+            self._nodes = NodeVerbs(self)
+        return self._nodes
 
     @property
     def trusted(self) -> Principal:

@@ -1,11 +1,11 @@
-"""SlurmCluster handlers: keep one bridge and one poller per cluster, and report reachability."""
+"""SlurmCluster handlers: keep one bridge and one poller per cluster, and report reachability and nodes."""
 
 from __future__ import annotations
 
 import kopf
 from pydantic import ValidationError
 
-from aifactory.models import GROUP, VERSION, SlurmClusterSpec
+from aifactory.models import GROUP, VERSION, NodesStatus, SlurmClusterSpec
 from aifactory.operator.clusters import registry
 
 
@@ -35,6 +35,9 @@ async def slurmcluster_report(name: str, status: dict, patch: kopf.Patch, **_) -
     reachable = poller.reachable
     wanted = {"reachable": reachable, "apiVersion": cluster.bridge.api_version or None,
               "message": poller.last_error}
+    nodes = await cluster.nodes.current()  # reads only when the last read is older than the node interval
+    if nodes.read_at is not None:
+        wanted["nodes"] = NodesStatus.model_validate(vars(nodes.summary)).wire()
     if {k: status.get(k) for k in wanted} != wanted:
         patch.status.update(wanted)
 

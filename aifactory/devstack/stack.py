@@ -56,7 +56,16 @@ def kubectl(kube: KubeControlPlane, *args: str, stdin: str | None = None, check:
 
 def apply(kube: KubeControlPlane, *objects: dict) -> None:
     document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    kubectl(kube, "apply", "-f", "-", stdin=json.dumps(document))
+    for attempt in range(20):
+        try:
+            kubectl(kube, "apply", "-f", "-", stdin=json.dumps(document))
+            return
+        except RuntimeError as exc:
+            # A CRD that just gained a field is served with it a moment later (kubectl validates against the
+            # published OpenAPI document): an older stack brought up with newer CRDs.
+            if "unknown field" not in str(exc) or attempt == 19:
+                raise
+            time.sleep(0.5)
 
 
 def default_slurmcluster(slurm: LocalSlurm) -> dict:
@@ -79,6 +88,7 @@ def default_slurmcluster(slurm: LocalSlurm) -> dict:
             "bindAddress": "127.0.0.1",
             "localLogs": True,
             "pollIntervalSeconds": 2,
+            "nodePollIntervalSeconds": 5,
         },
     }
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import httpx
 
 from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.nodes import SlurmNode
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class SlurmBridge(Protocol):
     async def cancel(self, job_id: str) -> None: ...
 
     async def node_address(self, node: str) -> str: ...
+
+    async def nodes(self) -> list[SlurmNode]: ...  # every node, in one request (read through a NodeCache)
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None: ...
 

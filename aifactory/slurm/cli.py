@@ -20,6 +20,7 @@ from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.logs import LogReader, SshLogs
+from aifactory.slurm.nodes import SlurmNode
 from aifactory.slurm.ssh import CommandResult, SshConnection
 
 # Texts of Slurm's commands that mean "slurmctld did not answer" rather than "refused".
@@ -103,8 +104,9 @@ def dialect_of_answer(answer: dict[str, Any], pinned: str | None = None) -> Dial
                 pass
     if pinned:
         return dialect_for(pinned)
-    jobs = answer.get("jobs") or []
-    return dialect_for("v0.0.40" if jobs and isinstance(jobs[0].get("job_state"), list) else "v0.0.38")
+    jobs, nodes = answer.get("jobs") or [], answer.get("nodes") or []
+    listed = (jobs and isinstance(jobs[0].get("job_state"), list)) or (nodes and isinstance(nodes[0].get("state"), list))
+    return dialect_for("v0.0.40" if listed else "v0.0.38")
 
 
 class CliBridge:
@@ -181,6 +183,23 @@ class CliBridge:
             found = re.search(r"\bNodeAddr=(\S+)", result.stdout)
             self._addresses[node] = found.group(1) if found else node
         return self._addresses[node]
+
+    # `scontrol show node --json` prints slurmrestd's nodes answer from 23.02 on; 22.05's scontrol has no --json,
+    # and its `sinfo --json` prints that answer instead (from 23.11 sinfo --json lists partition entries).
+    NODES_LINE = "scontrol show node --json || sinfo --json"
+
+    async def nodes(self) -> list[SlurmNode]:
+        result = await self._run(self.NODES_LINE)
+        if result.exit_status != 0:
+            raise _command_error("scontrol show node", result)
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError:
+            raise SlurmError(f"{self.NODES_LINE} printed no JSON: {result.stdout[:200]!r}") from None
+        errors = errors_of(answer)
+        if errors:
+            raise _command_error("scontrol show node", CommandResult(1, "", "; ".join(errors)))
+        return dialect_of_answer(answer, self._pinned).nodes(answer)
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None:
         return await self.logs.tail(job, lines)

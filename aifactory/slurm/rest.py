@@ -13,6 +13,7 @@ from aifactory.slurm.dialects import SUPPORTED, Dialect, dialect_for, errors_of,
 from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.logs import LocalLogs, LogReader, NoLogs
+from aifactory.slurm.nodes import SlurmNode
 from aifactory.slurm.ssh import SshConnection
 from aifactory.slurm.tokens import TokenSource
 
@@ -152,6 +153,11 @@ class RestBridge:
             answer = await self._call("GET", self._path(dialect, f"/node/{node}"))
             self._addresses[node] = dialect.node_address(answer or {}) or node
         return self._addresses[node]
+
+    async def nodes(self) -> list[SlurmNode]:
+        # No update_time: free memory and load change at every slurmd report, so nearly every answer would differ.
+        dialect = await self.dialect()
+        return dialect.nodes(await self._call("GET", self._path(dialect, "/nodes")) or {})
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None:
         return await self.logs.tail(job, lines)

@@ -251,3 +251,37 @@ def test_status_reports_running(slurm: LocalSlurm) -> None:
     for name in SLURM_DAEMONS:
         assert status[name].startswith("running"), status
     assert status["munged"].startswith("running"), status
+
+
+def test_nodes_idle_busy_and_drained(slurm: LocalSlurm, client: httpx.Client, record: Callable[..., None]) -> None:
+    """GET /nodes (all nodes in one answer) as the node idles, runs a job and is drained; the dialect reads each."""
+    from aifactory.slurm.dialects import dialect_for
+
+    dialect = dialect_for(API_VERSION)
+    r = client.get(f"{BASE}/nodes")
+    assert r.status_code == 200, r.text
+    node = next(n for n in dialect.nodes(r.json()) if n.name == slurm.node_name)
+    assert node.cpus == os.cpu_count() and node.memory_mb > 0 and node.available
+    assert node.gpus == ()  # the local node has no GPU, and says so
+    record("nodes", r)
+    body = submit_body(slurm, "e2e-nodes", "#!/bin/bash\nsleep 300\n", cpus_per_task=1)
+    job_id = client.post(f"{BASE}/job/submit", json=body).json()["job_id"]
+    try:
+        wait_job(client, job_id, lambda j: j["job_state"] == "RUNNING")
+        r = client.get(f"{BASE}/nodes")
+        node = next(n for n in dialect.nodes(r.json()) if n.name == slurm.node_name)
+        assert node.cpus_allocated >= 1 and node.state in ("MIXED", "ALLOCATED")
+        record("nodes_busy", r)
+        slurm._run(["scontrol", "update", f"nodename={slurm.node_name}", "state=drain", "reason=e2e maintenance"])
+        r = client.get(f"{BASE}/nodes")
+        node = next(n for n in dialect.nodes(r.json()) if n.name == slurm.node_name)
+        assert not node.available and "DRAIN" in node.flags and node.reason == "e2e maintenance"
+        record("nodes_drained", r)
+    finally:
+        slurm._run(["scontrol", "update", f"nodename={slurm.node_name}", "state=resume"], check=False)
+        client.delete(f"{BASE}/job/{job_id}")
+    # The SSH CLI transport's command prints the same answer (22.05: sinfo's, openapi/v0.0.38).
+    from aifactory.slurm.cli import CliBridge, dialect_of_answer
+
+    printed = json.loads(slurm._run(["sh", "-c", CliBridge.NODES_LINE]).stdout)
+    assert [n.name for n in dialect_of_answer(printed).nodes(printed)] == [slurm.node_name]

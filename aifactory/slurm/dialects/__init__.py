@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.nodes import SlurmNode
 
 
 class Dialect(Protocol):
@@ -23,6 +24,8 @@ class Dialect(Protocol):
     def last_update(self, answer: dict[str, Any]) -> int | None: ...
 
     def node_address(self, answer: dict[str, Any]) -> str | None: ...
+
+    def nodes(self, answer: dict[str, Any]) -> list[SlurmNode]: ...
 
 
 def errors_of(answer: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aifactory.slurm.jobs import SlurmJob
+from aifactory.slurm.nodes import SlurmNode, parse_gpus
 
 
 def plain_int(value: Any) -> int | None:
@@ -70,3 +71,37 @@ def node_address(answer: dict[str, Any]) -> str | None:
     """A GET /node/{name} answer -> the node's address (NodeAddr), else its host name."""
     nodes = answer.get("nodes") or []
     return (nodes[0].get("address") or nodes[0].get("hostname")) if nodes else None
+
+
+NO_VALUE = 0xFFFFFFFE  # Slurm's NO_VAL; NO_VAL64 and INFINITE are larger still
+
+
+def measured(value: Any) -> int | None:
+    """A number Slurm may not know (free memory, load): None for unset, NO_VAL, INFINITE or negative."""
+    found = number(value)
+    return found if found is not None and 0 <= found < NO_VALUE else None
+
+
+def node_from_answer(raw: dict[str, Any], *, state: str, flags: tuple[str, ...]) -> SlurmNode:
+    """The node fields every dialect names alike; the caller reads the state, whose shape differs."""
+    free = raw["free_mem"] if "free_mem" in raw else raw.get("free_memory")  # free_mem from v0.0.39
+    load = measured(raw.get("cpu_load"))  # hundredths
+    reason = raw.get("reason") or ""
+    return SlurmNode(
+        name=raw.get("name") or "",
+        state=state,
+        flags=flags,
+        address=raw.get("address") or raw.get("hostname") or "",
+        partitions=tuple(raw.get("partitions") or ()),
+        cpus=plain_int(raw.get("cpus")) or 0,
+        cpus_allocated=plain_int(raw.get("alloc_cpus")) or 0,
+        cpu_load=load / 100 if load is not None else None,
+        memory_mb=measured(raw.get("real_memory")) or 0,
+        memory_free_mb=measured(free),
+        memory_allocated_mb=measured(raw.get("alloc_memory")) or 0,
+        gpus=parse_gpus(raw.get("gres"), raw.get("gres_used")),
+        boot_time=measured(raw.get("boot_time")) or None,
+        slurmd_start_time=measured(raw.get("slurmd_start_time")) or None,
+        reason=reason,
+        reason_time=(measured(raw.get("reason_changed_at")) or None) if reason else None,
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aifactory.slurm.dialects.common import job_from_answer, node_address, plain_int, wait_status
+from aifactory.slurm.dialects.common import job_from_answer, node_address, node_from_answer, plain_int, wait_status
 from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.nodes import SlurmNode
 
 
 class V0038:
@@ -51,3 +52,9 @@ class V0038:
 
     def node_address(self, answer: dict[str, Any]) -> str | None:
         return node_address(answer)
+
+    def nodes(self, answer: dict[str, Any]) -> list[SlurmNode]:
+        # 22.05: `state` is the base state in lower case ("idle"), the flags ("DRAIN", ...) are in `state_flags`.
+        return [node_from_answer(raw, state=(raw.get("state") or "unknown").upper(),
+                                 flags=tuple(f.upper() for f in raw.get("state_flags") or ()))
+                for raw in answer.get("nodes") or []]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aifactory.slurm.dialects.common import job_from_answer, node_address, number, set_number, wait_status
+from aifactory.slurm.dialects.common import (
+    job_from_answer, node_address, node_from_answer, number, set_number, wait_status,
+)
 from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.nodes import SlurmNode
 
 
 def environment_list(environment: dict[str, str]) -> list[str]:
@@ -65,3 +68,13 @@ class V0039:
 
     def node_address(self, answer: dict[str, Any]) -> str | None:
         return node_address(answer)
+
+    def nodes(self, answer: dict[str, Any]) -> list[SlurmNode]:
+        # From 23.02 `state` is one list: the base state first, then the flags (["IDLE", "DRAIN"]).
+        nodes = []
+        for raw in answer.get("nodes") or []:
+            states = raw.get("state") or ["UNKNOWN"]
+            if isinstance(states, str):
+                states = [states]
+            nodes.append(node_from_answer(raw, state=states[0].upper(), flags=tuple(s.upper() for s in states[1:])))
+        return nodes
