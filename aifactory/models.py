@@ -80,6 +80,22 @@ class SecretEnvRef(Model):
     key: str = Field(..., min_length=1, description="Key in the Secret's data.")
 
 
+class RestartPolicy(str, Enum):
+    never = "Never"
+    on_failure = "OnFailure"
+
+
+class RestartSpec(Model):
+    """What happens when a job of the service fails (llamactl's auto-restart and max_restarts)."""
+
+    policy: RestartPolicy = Field(
+        RestartPolicy.never, description="Never, or OnFailure: a new job after a failure (not after a cancel). "
+        "A node failure or preemption is requeued under either policy.")
+    max_restarts: int = Field(3, ge=0, description="Most restarts after failures (OnFailure).")
+    backoff_seconds: int = Field(
+        30, ge=0, description="Wait before the first restart; doubled for each further one, at most 600 s.")
+
+
 class AIServiceSpec(Model):
     """An AI service to run on a Slurm cluster, made from a recipe."""
 
@@ -100,6 +116,7 @@ class AIServiceSpec(Model):
     partition: str | None = Field(None, description="Slurm partition; default from the SlurmCluster.")
     account: str | None = Field(None, description="Slurm account; default from the SlurmCluster.")
     qos: str | None = Field(None, description="Slurm QOS; default from the SlurmCluster.")
+    restart: RestartSpec | None = Field(None, description="Restart policy after failures; unset: Never.")
 
 
 class Condition(Model):
@@ -113,6 +130,39 @@ class Condition(Model):
     message: str = Field("", description="What happened, in words.")
     last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
     observed_generation: int | None = Field(None, description="The spec generation this condition is about.")
+
+
+class Attempt(Model):
+    """One Slurm job of the service."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    number: int = Field(..., ge=1, description="1 for the service's first job, counting on (logs?attempt=N).")
+    job_id: str = Field(..., description="Slurm job id.")
+    cluster: str | None = Field(None, description="The SlurmCluster the job ran on.")
+    started_by: str | None = Field(None, description="Why the job was submitted: Created, SpecChanged, Restart, "
+                                   "Requeue, Rollover.")
+    node: str | None = Field(None, description="Node the job ran on.")
+    start_time: str | None = Field(None, description="When the job started (RFC 3339).")
+    end_time: str | None = Field(None, description="When the job ended (RFC 3339).")
+    end_state: str | None = Field(None, description="Slurm's end state (COMPLETED, FAILED, TIMEOUT, ...).")
+    exit_code: int | None = Field(None, description="The job's exit code (128 + N for signal N).")
+    reason: str | None = Field(None, description="Why it ended: a failure reason, or Completed, RolledOver, "
+                               "Replaced, Stopped.")
+
+
+class FailureInfo(Model):
+    """The last failure, in KServe's lastFailureInfo shape plus the job and its last log lines."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    reason: str = Field(..., description="OutOfMemory, CudaOutOfMemory, Timeout, NodeFail, Preempted, "
+                        "ImagePullFailed, StartupTimeout, ExitCode, Cancelled or JobLost.")
+    message: str = Field("", description="What happened, in Slurm's or the log's words.")
+    exit_code: int | None = Field(None, description="The job's exit code (128 + N for signal N).")
+    time: str | None = Field(None, description="When the failure was seen (RFC 3339).")
+    job_id: str | None = Field(None, description="The Slurm job that failed.")
+    log_tail: str | None = Field(None, description="The job's last log lines.")
 
 
 class AIServiceStatus(Model):
@@ -131,6 +181,10 @@ class AIServiceStatus(Model):
     expected_start: str | None = Field(
         None, description="While the job is queued: Slurm's estimate of its start (RFC 3339), when Slurm gives one.")
     observed_generation: int | None = Field(None, description="The spec generation the status describes.")
+    attempts: list[Attempt] = Field(default_factory=list, description="The service's newest Slurm jobs, oldest first.")
+    last_failure: FailureInfo | None = Field(None, description="The last failure of a job of the service.")
+    restart_count: int | None = Field(None, description="Restarts after failures since the spec last changed.")
+    next_attempt_time: str | None = Field(None, description="When the next restart is due (RFC 3339).")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")
 
 

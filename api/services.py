@@ -26,6 +26,7 @@ MAX_LOG_LINES = 10_000
 class LogTail:
     text: str
     job_id: str | None
+    attempt: int | None = None
 
 
 class ServiceVerbs:
@@ -100,16 +101,32 @@ class ServiceVerbs:
 
     # ---- the job and the endpoint ---------------------------------------------------------------------
 
-    async def logs(self, caller: Principal, obj: dict, lines: int) -> LogTail:
-        """The tail of the service's Slurm job output (stdout and stderr), read through the Slurm bridge."""
+    async def logs(self, caller: Principal, obj: dict, lines: int, attempt: int | None = None) -> LogTail:
+        """The tail of the service's Slurm job output (stdout and stderr), read through the Slurm bridge.
+
+        attempt: the service's Nth job (status.attempts) instead of its current one; each job writes its own files.
+        """
         self._check_visible(caller, obj)
         lines = max(1, min(int(lines), MAX_LOG_LINES))
         status = obj.get("status") or {}
         job_id = status.get("jobId")
+        cluster_name = (obj.get("spec") or {}).get("cluster") or "default"
+        attempts = status.get("attempts") or []
+        if attempt is not None:
+            found = next((a for a in attempts if a.get("number") == attempt), None)
+            if found is None:
+                kept = ", ".join(str(a.get("number")) for a in attempts) or "none yet"
+                raise NotFound(f"Attempt {attempt} is not among the service's attempts (kept: {kept})")
+            job_id, cluster_name = found.get("jobId"), found.get("cluster") or cluster_name
+        elif job_id is None and attempts:
+            # Between attempts (a restart is due): the last one's output says why it ended.
+            job_id, attempt = attempts[-1].get("jobId"), attempts[-1].get("number")
+        else:
+            attempt = next((a.get("number") for a in attempts if a.get("jobId") == job_id), None)
         if not job_id:
             why = f" ({status['message']})" if status.get("message") else ""
             return LogTail(f"No logs yet: the service has no Slurm job yet{why}.", None)
-        cluster = await self.state.cluster((obj.get("spec") or {}).get("cluster") or "default")
+        cluster = await self.state.cluster(cluster_name)
         # A job Slurm has forgotten still has its files, under the names aifactory gives them.
         job = await cluster.bridge.job(job_id) or SlurmJob(job_id=job_id,
                                                            working_directory=cluster.spec.working_directory)
@@ -120,7 +137,7 @@ class ServiceVerbs:
                         "(its SlurmCluster has neither localLogs nor ssh).")
             else:
                 text = f"No logs yet: Slurm job {job_id} has not written any output."
-        return LogTail(text, job_id)
+        return LogTail(text, job_id, attempt)
 
     async def client_for(self, obj: dict) -> httpx.AsyncClient:
         """How to reach the service's endpoint: directly, or through its cluster's SSH connection."""

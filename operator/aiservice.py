@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,13 +22,26 @@ from aifactory.lifecycle import (
     conditions_for,
     endpoint_url,
     job_request,
+    now_rfc3339,
     observe,
     rfc3339,
     scheduled_condition,
     startup_overdue,
 )
+from aifactory.attempts import (
+    JOB_LOST,
+    LOG_LINES,
+    STARTUP_TIMEOUT,
+    Failure,
+    failure_info,
+    failure_of,
+    observed,
+    parse_attempts,
+    restart_after,
+    started,
+)
 from aifactory.clusters import SecretMissing, read_secret_key
-from aifactory.models import GROUP, VERSION, AIServiceSpec, Condition, Phase, Recipe, TenantSpec
+from aifactory.models import GROUP, VERSION, AIServiceSpec, Attempt, Condition, Phase, Recipe, RestartSpec, TenantSpec
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
@@ -100,8 +114,13 @@ async def _secret_env(spec: AIServiceSpec, namespace: str) -> dict[str, str]:
     return {name: await read_secret_key(core, ref.name, namespace, ref.key) for name, ref in spec.secret_env.items()}
 
 
+def _attempts_wire(attempts: list[Attempt]) -> list[dict]:
+    return [a.wire() for a in attempts]
+
+
 async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
-                 tenants: Any = None) -> None:
+                 tenants: Any = None, why: str = "Created") -> None:
+    """Submit the service's job (or adopt the live one a submit before a restart left), as a new attempt."""
     try:
         parsed = AIServiceSpec.model_validate(dict(spec))
     except ValidationError as exc:
@@ -148,9 +167,10 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
         return _fail(body, patch, meta, status, "SubmitRejected", f"Slurm rejected the job: {exc}")
     cluster.poller.wake()
     message = f"{verb} Slurm job {job_id} on cluster {parsed.cluster}"
+    attempts = started(parse_attempts(status.get("attempts")), job_id, parsed.cluster, why)
     patch.status.update(_status(Phase.pending, verb, message, meta, status, cluster, jobId=job_id,
                                 slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
-                                expectedStart=None))
+                                expectedStart=None, nextAttemptTime=None, attempts=_attempts_wire(attempts)))
     kopf.info(body, reason=verb, message=message)
 
 
@@ -158,8 +178,8 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
 @kopf.on.create(*RESOURCE)
 async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
                            tenant_by_namespace: kopf.Index, **_) -> None:
-    if status.get("jobId") or _phase(status).finished:
-        return  # already submitted (or given up on) before a restart: the timer takes it from here
+    if status.get("jobId") or _phase(status).finished or status.get("nextAttemptTime"):
+        return  # already submitted (or given up on, or restarting) before a restart: the timer takes it from here
     await _start(body, spec, meta, dict(status), uid, patch, tenant_by_namespace)
 
 
@@ -168,9 +188,10 @@ async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: st
                            tenant_by_namespace: kopf.Index, **_) -> None:
     """A changed spec means a new job: the old one is cancelled first."""
     await _cancel_and_confirm(spec, status, uid)
-    fresh = {"conditions": status.get("conditions")}
-    patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None})
-    await _start(body, spec, meta, fresh, uid, patch, tenant_by_namespace)
+    fresh = {"conditions": status.get("conditions"), "attempts": status.get("attempts")}
+    patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None, "restartCount": None,
+                         "nextAttemptTime": None})
+    await _start(body, spec, meta, fresh, uid, patch, tenant_by_namespace, why="SpecChanged")
 
 
 START_WATCH_SECONDS = 0.8  # within each 1 s tick of a starting service
@@ -211,10 +232,17 @@ def _unfinished(status: Any, **_: Any) -> bool:
 # Only unfinished services tick: kopf stops a timer once its filter no longer matches, so a thousand
 # completed or cancelled services cost nothing.
 @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=0.5, sharp=True, when=_unfinished)
-async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, **_) -> None:
+async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
+                            tenant_by_namespace: kopf.Index, **_) -> None:
     """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
     job_id = status.get("jobId")
-    if not job_id or _phase(status).finished:
+    if _phase(status).finished:
+        return
+    if not job_id:
+        due = _parse_time(status.get("nextAttemptTime"))
+        if due is not None and time.time() >= due:
+            why = "Requeue" if status.get("lastFailure", {}).get("reason") in ("NodeFail", "Preempted") else "Restart"
+            await _start(body, spec, meta, dict(status), uid, patch, tenant_by_namespace, why=why)
         return
     try:
         cluster = registry.get(spec.get("cluster") or "default")
@@ -229,10 +257,10 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
             job = None
         else:
             if job is None:
-                message = f"Slurm no longer knows job {job_id}; its end state is unknown"
-                patch.status.update(_status(Phase.failed, "JobLost", message, meta, dict(status), cluster,
-                                            endpoint=None))
-                kopf.warn(body, reason="JobLost", message=message)
+                lost = SlurmJob(job_id=job_id, state="UNKNOWN", vanished=True,
+                                working_directory=cluster.spec.working_directory)
+                failure = Failure(JOB_LOST, f"Slurm no longer knows job {job_id}; its end state is unknown")
+                await _ended(body, spec, meta, status, patch, cluster, lost, failure)
                 return
             cluster.poller.remember(job)
     if job is None:
@@ -262,27 +290,83 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, patch:
         endpoint, healthy = await _reach(cluster, job, health_path, probe=True)
 
     seen = observe(job, healthy)
-    phase, reason, message = seen.phase, seen.reason, seen.message
     grace = recipe.startup_grace_seconds if recipe else None
-    if startup_overdue(phase, job, grace, time.time()):
-        phase, reason = Phase.failed, "ReadinessTimeout"
-        tail = await cluster.bridge.log_tail(job, 10) or ""
-        message = f"Not healthy within the recipe's start-up grace of {grace}s; last log lines:\n{tail}".strip()
+    if startup_overdue(seen.phase, job, grace, time.time()):
         try:
             await cluster.bridge.cancel(job.job_id)
         except SlurmError as exc:
-            log.warning("could not cancel job %s after its readiness timeout: %s", job.job_id, exc)
+            log.warning("could not cancel job %s after its start-up timeout: %s", job.job_id, exc)
+        failure = Failure(STARTUP_TIMEOUT, f"Not healthy within the recipe's start-up grace of {grace}s")
+        return await _ended(body, spec, meta, status, patch, cluster, job, failure)
+    if seen.phase.finished:
+        return await _ended(body, spec, meta, status, patch, cluster, job)
 
-    wanted = _status(phase, reason, message, meta, dict(status), cluster, [scheduled_condition(job)],
-                     jobId=job_id, slurmState=seen.slurm_state, node=seen.node,
-                     endpoint=endpoint if not phase.finished else None, pendingReason=seen.pending_reason,
-                     expectedStart=rfc3339(seen.expected_start))
+    attempts = observed(parse_attempts(status.get("attempts")), job)
+    wanted = _status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster, [scheduled_condition(job)],
+                     jobId=job_id, slurmState=seen.slurm_state, node=seen.node, endpoint=endpoint,
+                     pendingReason=seen.pending_reason, expectedStart=rfc3339(seen.expected_start),
+                     attempts=_attempts_wire(attempts))
     changed = {k: v for k, v in wanted.items() if status.get(k) != v}
     if changed:
         patch.status.update(changed)
-    if status.get("phase") != phase.value:
-        event = kopf.warn if phase is Phase.failed else kopf.info
-        event(body, reason=phase.value.title(), message=message)
+    if status.get("phase") != seen.phase.value:
+        kopf.info(body, reason=seen.phase.value.title(), message=seen.message)
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _restart_spec(spec: Any) -> RestartSpec:
+    try:
+        return RestartSpec.model_validate(dict(spec.get("restart") or {}))
+    except ValidationError:
+        return RestartSpec()
+
+
+async def _ended(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, cluster: Cluster,
+                 job: SlurmJob, failure: Failure | None = None) -> None:
+    """The service's job ended: record the attempt, name the failure with the last log lines, and restart
+    (or requeue) it when its policy says so; otherwise the service ends with the job."""
+    tail = None
+    if job.state != "COMPLETED":
+        try:
+            tail = await cluster.bridge.log_tail(job, LOG_LINES)
+        except SlurmError as exc:
+            log.warning("could not read the output of job %s: %s", job.job_id, exc)
+    failure = failure or failure_of(job, tail)
+    seen = observe(job, False)
+    attempts = observed(parse_attempts(status.get("attempts")), job, failure.reason if failure else "Completed")
+    common = dict(jobId=job.job_id, slurmState=seen.slurm_state if not job.vanished else status.get("slurmState"),
+                  node=seen.node or status.get("node"), endpoint=None, pendingReason=None, expectedStart=None,
+                  attempts=_attempts_wire(attempts))
+    if failure is None:
+        patch.status.update(_status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster,
+                                    [scheduled_condition(job)], **common))
+        kopf.info(body, reason=seen.phase.value.title(), message=seen.message)
+        return
+    info = failure_info(failure, job, tail, now_rfc3339()).wire()
+    restarts = status.get("restartCount") or 0
+    decision = restart_after(failure, _restart_spec(spec), restarts, time.time())
+    kopf.warn(body, reason=failure.reason, message=failure.message)
+    if decision.restart:
+        message = f"{failure.message}; {decision.message}"
+        patch.status.update(_status(
+            Phase.pending, "Requeued" if not decision.counted else "Restarting", message, meta, dict(status),
+            cluster, **{**common, "jobId": None, "node": None}, lastFailure=info,
+            restartCount=restarts + (1 if decision.counted else 0), nextAttemptTime=rfc3339(decision.at)))
+        kopf.info(body, reason="Restarting", message=message)
+        return
+    phase = Phase.cancelled if failure.reason == "Cancelled" else Phase.failed
+    message = f"{failure.message}; {decision.message}" if decision.message else failure.message
+    patch.status.update(_status(phase, failure.reason, message, meta, dict(status), cluster,
+                                [scheduled_condition(job)] if not job.vanished else [], **common,
+                                lastFailure=info, nextAttemptTime=None))
 
 
 async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) -> None:

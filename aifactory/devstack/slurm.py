@@ -222,7 +222,11 @@ class LocalSlurm:
             f"DefMemPerCPU={self.def_mem_per_cpu_mb}",
             "MpiDefault=none",
             "JobCompType=jobcomp/none",
-            "JobAcctGatherType=jobacct_gather/none",
+            # Memory enforcement without cgroups: slurmstepd reads /proc every 2 s and kills a step over its
+            # memory request; the job then ends OUT_OF_MEMORY, as with cgroups at a real site.
+            "JobAcctGatherType=jobacct_gather/linux",
+            "JobAcctGatherParams=OverMemoryKill",
+            "JobAcctGatherFrequency=task=2",
             "AccountingStorageType=accounting_storage/none",
             "SwitchType=switch/none",
             "ReturnToService=2",
@@ -235,8 +239,8 @@ class LocalSlurm:
         ]
         return "\n".join(lines) + "\n"
 
-    def _write_files(self) -> None:
-        """Create the directories, JWT key and config; refuse to change the config under running daemons."""
+    def _write_files(self, progress: Progress = print) -> None:
+        """Create the directories, JWT key and config; daemons started with another config are restarted."""
         for sub in ("state", "spool", "run", "log", "jobs"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.base_dir / "state").chmod(0o700)
@@ -254,11 +258,11 @@ class LocalSlurm:
         if old == text:
             return
         if old is not None and any(self._owned(mp, b) for mp, b in self._slurm_parts()):
-            # Ports, paths or node size differ from what the daemons run with; restarting is the caller's call.
-            raise RuntimeError(
-                f"the running cluster was started with a different {self.conf_path.name}; "
-                "run down() first so it restarts with the new one"
-            )
+            # The config changed (a newer aifactory, another node size): Slurm reads most of it only at start.
+            progress(f"slurm: {self.conf_path.name} changed since the daemons started; restarting Slurm "
+                     "(its jobs end)")
+            for line in self.down():
+                progress(f"slurm: {line}")
         tmp = self.conf_path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.conf_path)
@@ -444,7 +448,7 @@ class LocalSlurm:
     def up(self, progress: Progress = print) -> None:
         """Start (or reuse) munged, slurmctld, slurmd and slurmrestd; return when the node is idle and REST answers."""
         self.check_installed()
-        self._write_files()
+        self._write_files(progress)
         self._ensure_munge(progress)
         self._start_controller_and_node(progress)
         self._start_daemon(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from aifactory.api.aiservices import visible_env
-from aifactory.models import AIServiceSpec, AIServiceStatus, EnvMap, Model, Phase, Recipe, Resources
+from aifactory.models import AIServiceSpec, AIServiceStatus, Attempt, EnvMap, FailureInfo, Model, Phase, Recipe, Resources
 
 
 @cache
@@ -35,6 +35,12 @@ def python_names(model: type[Model]) -> type[Model]:
 
 
 ServiceResources = python_names(Resources)
+ServiceAttempt = python_names(Attempt)
+ServiceFailure = python_names(FailureInfo)
+
+
+def _wire_of(model: type[Model], value: Model | None) -> Model | None:
+    return model.model_validate(value.model_dump()) if value is not None else None
 
 
 class ServiceConfig(BaseModel):
@@ -88,13 +94,23 @@ class ServiceStatusResponse(BaseModel):
     message: str | None = Field(None, description=AIServiceStatus.model_fields["message"].description)
     pending_reason: str | None = Field(None, description=AIServiceStatus.model_fields["pending_reason"].description)
     expected_start: str | None = Field(None, description=AIServiceStatus.model_fields["expected_start"].description)
+    last_failure: ServiceFailure | None = Field(  # type: ignore[valid-type]
+        None, description=AIServiceStatus.model_fields["last_failure"].description)
+    restart_count: int | None = Field(None, description=AIServiceStatus.model_fields["restart_count"].description)
+    next_attempt_time: str | None = Field(
+        None, description=AIServiceStatus.model_fields["next_attempt_time"].description)
+    attempts: list[ServiceAttempt] = Field(  # type: ignore[valid-type]
+        default_factory=list, description=AIServiceStatus.model_fields["attempts"].description)
 
     @classmethod
     def of(cls, obj: dict) -> "ServiceStatusResponse":
         status = _status_of(obj)
         return cls(status=status.phase or Phase.pending, slurm_state=status.slurm_state, job_id=status.job_id,
                    node=status.node, message=_message(obj, status), pending_reason=status.pending_reason,
-                   expected_start=status.expected_start)
+                   expected_start=status.expected_start,
+                   last_failure=_wire_of(ServiceFailure, status.last_failure), restart_count=status.restart_count,
+                   next_attempt_time=status.next_attempt_time,
+                   attempts=[_wire_of(ServiceAttempt, a) for a in status.attempts])
 
 
 class ServiceResponse(BaseModel):
@@ -112,6 +128,9 @@ class ServiceResponse(BaseModel):
     message: str | None = Field(None, description=AIServiceStatus.model_fields["message"].description)
     pending_reason: str | None = Field(None, description=AIServiceStatus.model_fields["pending_reason"].description)
     expected_start: str | None = Field(None, description=AIServiceStatus.model_fields["expected_start"].description)
+    last_failure: ServiceFailure | None = Field(  # type: ignore[valid-type]
+        None, description=AIServiceStatus.model_fields["last_failure"].description)
+    restart_count: int | None = Field(None, description=AIServiceStatus.model_fields["restart_count"].description)
 
     @classmethod
     def of(cls, obj: dict, owner: bool = True) -> "ServiceResponse":
@@ -126,7 +145,8 @@ class ServiceResponse(BaseModel):
                    config=config, created_at=meta.get("creationTimestamp"), job_id=status.job_id,
                    node=status.node, endpoint=status.endpoint, slurm_state=status.slurm_state,
                    message=_message(obj, status), pending_reason=status.pending_reason,
-                   expected_start=status.expected_start)
+                   expected_start=status.expected_start,
+                   last_failure=_wire_of(ServiceFailure, status.last_failure), restart_count=status.restart_count)
 
 
 class StopResponse(BaseModel):
@@ -137,6 +157,7 @@ class StopResponse(BaseModel):
 class LogsResponse(BaseModel):
     logs: str = Field(..., description="The tail of the job's stdout and stderr, or why there is none yet.")
     job_id: str | None = Field(None, description="The Slurm job whose output this is.")
+    attempt: int | None = Field(None, description="Which of the service's jobs it is (1 = its first).")
 
 
 with warnings.catch_warnings():

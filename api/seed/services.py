@@ -76,8 +76,11 @@ async def get_service_status(service: ServiceDep) -> ServiceStatusResponse:
 @router.get("/{service_id}/logs", response_model=LogsResponse, summary="Get Service Logs",
             responses={**NOT_FOUND, **SLURM_ERRORS})
 async def get_service_logs(service: ServiceDep, state: StateDep, caller: Caller,
-                           lines: Annotated[int, Query(ge=1, le=10_000, description="Last lines of each file")] = 200
+                           lines: Annotated[int, Query(ge=1, le=10_000, description="Last lines of each file")] = 200,
+                           attempt: Annotated[int | None, Query(
+                               ge=1, description="The service's Nth Slurm job (status attempts) instead of the "
+                               "current one")] = None,
                            ) -> LogsResponse:
     """Get the tail of the service's Slurm job output (stdout and stderr), read through the Slurm bridge."""
-    tail = await state.services.logs(caller, service, lines)
-    return LogsResponse(logs=tail.text, job_id=tail.job_id)
+    tail = await state.services.logs(caller, service, lines, attempt)
+    return LogsResponse(logs=tail.text, job_id=tail.job_id, attempt=tail.attempt)

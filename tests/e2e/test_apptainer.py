@@ -62,3 +62,22 @@ def test_apptainer_recipe_goes_pending_building_starting_running(stack, services
     assert flags == ["--cleanenv", "--no-eval", "--bind", "--bind"], flags  # no --nv: no GPU asked for
     assert run["positionals"][1:4] == ["python3", "-m", "aifactory.servers.openai_test_server"]
     assert "APPTAINERENV_OPENAI_TEST_MODEL" in run["injected"] and "APPTAINERENV_PATH" not in run["injected"]
+
+
+def test_an_image_that_cannot_be_pulled_reads_image_pull_failed(stack, services, service_recipes, unique_name,
+                                                               tmp_path):
+    tmp_path.chmod(0o755)
+    name = unique_name("appt-nopull")
+    service_recipes(name, category="e2e", runtime="apptainer", image=f"docker://example.invalid/nope:{name}",
+                    command=["true"], startupGraceSeconds=120, resources={"cpu": 1, "memory": "256M", "timeLimit": 10})
+    assert stack.recipe_status(name)["accepted"]
+    registry_words = "manifest unknown: manifest unknown"
+    service = services(name, f"e2e/{name}", env={
+        "PATH": f"{DOUBLES}:{job_path(stack)}", "AIFACTORY_SIF_CACHE": str(tmp_path / "sif"),
+        "AIFACTORY_TEST_APPTAINER_PULL_FAILS": registry_words})
+    status = stack.wait_for(service, lambda o: o.get("status", {}).get("phase") == "failed", 90,
+                            what="failed")["status"]
+    failure = status["lastFailure"]
+    assert failure["reason"] == "ImagePullFailed", failure
+    assert failure["message"].startswith("aifactory: could not pull the image")
+    assert registry_words in failure["logTail"]  # the registry's own words, as the pull printed them

@@ -66,8 +66,8 @@ def test_an_invalid_servicerecipe_says_which_field_is_wrong(stack, service_recip
     assert status["message"].startswith(f"ServiceRecipe {name}: image:"), status
 
 
-def test_a_service_not_healthy_within_the_recipes_grace_fails_with_readiness_timeout(stack, services,
-                                                                                      service_recipes, unique_name):
+def test_a_service_not_healthy_within_the_recipes_grace_fails_with_startup_timeout(stack, services,
+                                                                                    service_recipes, unique_name):
     name = service_recipes(unique_name("srec-slow"), category="e2e", runtime="native", command=ECHO,
                            startupGraceSeconds=5, resources={"cpu": 1, "memory": "256M", "timeLimit": 10})
     stack.recipe_status(name)
@@ -75,6 +75,9 @@ def test_a_service_not_healthy_within_the_recipes_grace_fails_with_readiness_tim
     final = stack.wait_for(service, lambda o: o.get("status", {}).get("phase") == "failed", 300,
                            what="failed")["status"]
     stalled = {c["type"]: c for c in final["conditions"]}["Stalled"]
-    assert stalled["reason"] == "ReadinessTimeout"
-    assert final["message"].startswith("Not healthy within the recipe's start-up grace of 5s; last log lines:")
-    assert "openai" in final["message"].lower() or "uvicorn" in final["message"].lower(), final["message"]
+    assert stalled["reason"] == "StartupTimeout"
+    assert final["message"] == "Not healthy within the recipe's start-up grace of 5s"
+    failure = final["lastFailure"]
+    assert failure["reason"] == "StartupTimeout" and failure["jobId"] == final["jobId"]
+    tail = failure["logTail"].lower()
+    assert "openai" in tail or "uvicorn" in tail, tail

@@ -79,7 +79,7 @@ def test_cancelled_is_degraded_because_nothing_restarts_it():
 def test_stalled_condition_is_degraded_whatever_the_phase():
     status = {"phase": "starting", "message": "Not healthy within the recipe's start-up grace",
               "observedGeneration": 1,
-              "conditions": [{"type": "Stalled", "status": "True", "reason": "ReadinessTimeout"}]}
+              "conditions": [{"type": "Stalled", "status": "True", "reason": "StartupTimeout"}]}
     assert health(service(status))[0] == "Degraded"
 
 

@@ -122,7 +122,17 @@ def test_logs_before_a_job_exists_say_so() -> None:
     store.add("echo-1", phase="pending", message="Waiting for the cluster")
     body = api.get("/api/v1/services/echo-1/logs").json()
     assert body == {"logs": "No logs yet: the service has no Slurm job yet (Waiting for the cluster).",
-                    "job_id": None}
+                    "job_id": None, "attempt": None}
+
+
+def test_logs_of_an_attempt_no_longer_kept_is_404_naming_the_kept_ones() -> None:
+    api, store = make()
+    store.add("echo-1", phase="running", jobId="12", attempts=[{"number": 11, "jobId": "11"},
+                                                               {"number": 12, "jobId": "12"}])
+    r = api.get("/api/v1/services/echo-1/logs?attempt=1")
+    assert (r.status_code, r.json()) == (404, {"detail": "Attempt 1 is not among the service's attempts "
+                                                         "(kept: 11, 12)"})
+    assert api.get("/api/v1/services/echo-1/logs?attempt=0").status_code == 422
 
 
 def test_prompt_to_a_running_service_and_its_models() -> None:

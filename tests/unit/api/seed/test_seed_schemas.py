@@ -107,7 +107,22 @@ def test_service_and_status_response_of_a_running_resource() -> None:
                                                                        "http://10.0.0.5:8000")
     assert ServiceStatusResponse.of(obj).model_dump() == {
         "status": "running", "slurm_state": "RUNNING", "job_id": "42", "node": "mel2106",
-        "message": "Service is answering", "pending_reason": None, "expected_start": None}
+        "message": "Service is answering", "pending_reason": None, "expected_start": None, "last_failure": None,
+        "restart_count": None, "next_attempt_time": None, "attempts": []}
+
+
+def test_a_failed_service_shows_its_last_failure_and_attempts_in_python_names() -> None:
+    obj = aiservice(status={"phase": "failed", "jobId": "44", "restartCount": 2, "attempts": [
+        {"number": 3, "jobId": "44", "cluster": "default", "node": "vm", "endState": "FAILED", "exitCode": 3,
+         "reason": "ExitCode"}],
+        "lastFailure": {"reason": "ExitCode", "message": "The job failed with exit code 3", "exitCode": 3,
+                        "time": "2026-11-29T21:00:00Z", "jobId": "44", "logTail": "bye"}})
+    out = ServiceStatusResponse.of(obj).model_dump()
+    assert out["last_failure"] == {"reason": "ExitCode", "message": "The job failed with exit code 3",
+                                   "exit_code": 3, "time": "2026-11-29T21:00:00Z", "job_id": "44", "log_tail": "bye"}
+    assert out["attempts"][0]["end_state"] == "FAILED" and out["attempts"][0]["number"] == 3
+    assert out["restart_count"] == 2
+    assert ServiceResponse.of(obj).last_failure.reason == "ExitCode"
 
 
 def test_a_queued_service_says_slurms_reason_and_expected_start() -> None:
