@@ -23,8 +23,8 @@ def test_get_wide_shows_the_extra_columns_and_describe_shows_the_operators_event
 
     table = stack.kubectl("get", "ais", name, "-o", "wide").stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "RECIPE", "JOB", "NODE", "ENDPOINT", "AGE", "CLUSTER", "SLURM",
-                                "MESSAGE"]
-    row = table[1].split()
+                                "PENDING-REASON", "EXPECTED-START", "MESSAGE"]
+    row = table[1].split()  # a running service has no pending reason or expected start: blank cells
     assert row[:6] == [name, "running", "testing/openai-echo", status["jobId"], status["node"], status["endpoint"]]
     assert row[7:9] == ["default", "RUNNING"]
 
