@@ -80,6 +80,7 @@ def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluste
         gpus_per_node=resources.gpu or None,
         time_limit_minutes=resources.time_limit,
         nodes=resources.nodes,
+        nodelist=spec.nodelist,
         user=(slurm and slurm.user) or None,
     )
 

@@ -117,6 +117,9 @@ class AIServiceSpec(Model):
     account: str | None = Field(None, description="Slurm account; default from the SlurmCluster.")
     qos: str | None = Field(None, description="Slurm QOS; default from the SlurmCluster.")
     restart: RestartSpec | None = Field(None, description="Restart policy after failures; unset: Never.")
+    nodelist: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._\[\],-]+$",
+        description="Run only on these nodes (Slurm's nodelist, e.g. gpu-a01 or gpu-a[01-04]).")
 
 
 class Condition(Model):
@@ -203,6 +206,13 @@ class ContainerCommand(str, Enum):
     singularity = "singularity"
 
 
+class RecipeSetting(Model):
+    """A named knob of a recipe (LMStack's config keys, the console's form): the environment variable it sets."""
+
+    env: str = Field(..., pattern=ENV_NAME_PATTERN, description="The environment variable the setting sets.")
+    description: str = Field("", description="What the setting does.")
+
+
 class Recipe(Model):
     """A kind of AI service: what to run, how to reach it and what it needs by default."""
 
@@ -249,6 +259,12 @@ class Recipe(Model):
     )
     workdir: str | None = Field(None, pattern=r"^/", description="Working directory inside the container (--pwd).")
     openai_api: bool = Field(False, description="Whether the service speaks the OpenAI HTTP API (/v1/models, ...).")
+    settings: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], RecipeSetting] = Field(
+        default_factory=dict,
+        description="Named settings people may give (e.g. model, max_model_len), each setting one environment "
+                    "variable; defaults come from `environment`.")
+    model_setting: str | None = Field(
+        None, description="The setting that names the model the service serves (LMStack's `model`).")
 
     @field_validator("command", "args")
     @classmethod
@@ -258,6 +274,12 @@ class Recipe(Model):
                 if not re.fullmatch(ENV_NAME_PATTERN, name):
                     raise ValueError(f"{{env:{name}}}: {name!r} is not an environment variable name")
         return argv
+
+    @model_validator(mode="after")
+    def _model_setting_is_a_setting(self) -> "Recipe":
+        if self.model_setting is not None and self.model_setting not in self.settings:
+            raise ValueError(f"modelSetting: {self.model_setting!r} is not one of the recipe's settings")
+        return self
 
     @model_validator(mode="after")
     def _runnable(self) -> "Recipe":

@@ -32,14 +32,18 @@ def aiservice_manifest(name: str, namespace: str, recipe: Recipe, env: dict[str,
 
 
 def find_service(objects: Iterable[dict], service_id: str) -> dict | None:
-    """The AIService named `service_id`, else the one whose Slurm job id it is (the seed's ids)."""
-    by_job = None
+    """The AIService named `service_id`, else the one with that UID (LMStack's deployment ids), else the one whose
+    Slurm job id it is (the seed's ids)."""
+    by_uid = by_job = None
     for obj in objects:
-        if obj.get("metadata", {}).get("name") == service_id:
+        meta = obj.get("metadata", {})
+        if meta.get("name") == service_id:
             return obj
+        if by_uid is None and service_id and meta.get("uid") == service_id:
+            by_uid = obj
         if by_job is None and service_id and (obj.get("status") or {}).get("jobId") == service_id:
             by_job = obj
-    return by_job
+    return by_uid or by_job
 
 
 def created_order(obj: dict) -> tuple[str, str]:

@@ -26,6 +26,16 @@ DEFAULT_CLUSTER = "default"
 ID_SEPARATOR = ":"  # node ids: `<node>` on the default cluster, `<cluster>:<node>` on the others
 
 
+class NodeOffline(ServiceNotAvailable):
+    """A job cannot be placed on this node now: it is down, drained, failing or not responding."""
+
+    def __init__(self, view: "NodeView"):
+        node = view.node
+        why = f": {node.reason}" if node.reason else ""
+        super().__init__(f"Node {view.id} cannot take jobs (Slurm state {node.state_text}{why})", retry_after=None)
+        self.view = view
+
+
 @dataclass(frozen=True)
 class GpuDevice:
     """One GPU of a node."""
@@ -119,3 +129,10 @@ class NodeVerbs:
         if found is None:
             raise NotFound(f"Node {value} not found")
         return found
+
+    async def available(self, value: str) -> NodeView:
+        """The node, when it can take a job now; NodeOffline (503) otherwise."""
+        view = await self.get(value)
+        if not view.node.available:
+            raise NodeOffline(view)
+        return view

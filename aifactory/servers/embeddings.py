@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_HidePolls())
+    asked = os.environ.get("EMBEDDINGS_MODEL", "")
+    if asked and asked not in MODEL_ALIASES:  # the recipe's `model` setting: say so rather than serve another
+        raise SystemExit(f"this server serves only {MODEL_ID} (EMBEDDINGS_MODEL asks for {asked!r})")
     model_dir = args.model_dir or default_model_dir()
     log.info("embeddings server for %s starting on %s:%d (model dir %s)", MODEL_ID, args.host, args.port, model_dir)
     uvicorn.run(create_app(model_dir, exit_on_load_error=True), host=args.host, port=args.port,

@@ -43,6 +43,7 @@ def sbatch_argv(request: JobRequest) -> list[str]:
         "--time": request.time_limit_minutes,
         "--nodes": request.nodes,
         "--gres": f"gpu:{request.gpus_per_node}" if request.gpus_per_node else None,
+        "--nodelist": request.nodelist,
         # A tenant's user: sbatch lets root (or SlurmUser) submit for another user.
         "--uid": request.user,
     }

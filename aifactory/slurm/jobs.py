@@ -34,6 +34,7 @@ class JobRequest:
     gpus_per_node: int | None = None
     time_limit_minutes: int | None = None
     nodes: int | None = None
+    nodelist: str | None = None  # only these nodes (Slurm's nodelist / required nodes)
     user: str | None = None  # run as this Slurm user instead of the cluster's (a tenant's user)
 
 

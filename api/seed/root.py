@@ -23,4 +23,4 @@ async def root() -> RootResponse:
 @router.get("/health", response_model=HealthResponse, summary="Health")
 async def health() -> HealthResponse:
     """Health check endpoint (the process answers; it does not ask Kubernetes)."""
-    return HealthResponse(version=__version__)
+    return HealthResponse(service=SERVICE_NAME, version=__version__)

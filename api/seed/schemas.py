@@ -214,7 +214,10 @@ class PromptResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Every seed's health body at once: 000's {status, version}, 002's {status, service, version}, 004's {status}."""
+
     status: Literal["healthy"] = "healthy"
+    service: str
     version: str
 
 

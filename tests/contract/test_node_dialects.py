@@ -100,3 +100,22 @@ async def test_cli_bridge_says_slurms_words_when_it_fails():
     login = LoginNode(CommandResult(1, "", "scontrol: error: Unable to contact slurm controller (connect failure)"))
     with pytest.raises(SlurmUnreachable, match="Unable to contact slurm controller"):
         await CliBridge(login).nodes()
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_a_pinned_job_names_its_node_in_each_dialect(version):
+    from tests.contract.conftest import make_request
+
+    job = dialect_for(version).submit_body(make_request(nodelist="gpu-a[01-02]"))["job"]
+    if version == "v0.0.38":
+        assert job["nodelist"] == "gpu-a[01-02]"  # the real 22.05 refuses `required_nodes` ("Disabled key")
+    else:
+        assert job["required_nodes"] == ["gpu-a[01-02]"] and "nodelist" not in job
+    assert "nodelist" not in dialect_for(version).submit_body(make_request())["job"]
+
+
+def test_sbatch_pins_with_nodelist():
+    from aifactory.slurm.cli import sbatch_argv
+    from tests.contract.conftest import make_request
+
+    assert "--nodelist=vm" in sbatch_argv(make_request(nodelist="vm"))

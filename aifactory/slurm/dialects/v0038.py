@@ -31,6 +31,7 @@ class V0038:
             "time_limit": request.time_limit_minutes,
             "nodes": request.nodes,
             "gres": f"gpu:{request.gpus_per_node}" if request.gpus_per_node else None,
+            "nodelist": request.nodelist,  # 22.05 refuses `required_nodes` ("Disabled key")
         }
         job.update({k: v for k, v in optional.items() if v is not None})
         # v0.0.38 rejects `script` inside `job`: it goes at the top level.

@@ -41,6 +41,7 @@ class V0039:
             "minimum_nodes": request.nodes,
             "maximum_nodes": request.nodes,
             "tres_per_node": self.gpu_tres.format(request.gpus_per_node) if request.gpus_per_node else None,
+            "required_nodes": [request.nodelist] if request.nodelist else None,
         }
         job.update({k: v for k, v in optional.items() if v is not None})
         return {"job": job}

@@ -11,7 +11,7 @@ from aifactory.clusters import Cluster, ClusterRegistry
 from aifactory.models import GpuType, SlurmClusterSpec
 from aifactory.slurm.errors import SlurmUnreachable
 from aifactory.slurm.nodes import GpuGres, SlurmNode
-from memory import make_api
+from tests.unit.api.memory import make_api
 
 A01 = SlurmNode("gpu-a01", "MIXED", cpus=64, cpus_allocated=16, memory_mb=512000,
                 gpus=(GpuGres("a100", 2, 1), GpuGres("l4", 1, 0)))

@@ -57,7 +57,9 @@ def test_openapi_has_every_seed_path_with_request_and_response_schemas(api: Test
 
 
 def test_health_and_root(api: TestClient) -> None:
-    assert api.get("/health").json() == {"status": "healthy", "version": "0.1.0"}
+    # Every seed's shape at once: 000 {status, version}, 002 {status, service, version}, 004 {status}.
+    assert api.get("/health").json() == {"status": "healthy", "service": "AI Factory Server Service",
+                                         "version": "0.1.0"}
     root = api.get("/").json()
     assert root["service"] == "AI Factory Server Service" and root["status"] == "running"
     assert root["docs"] == "/docs"
