@@ -21,7 +21,6 @@ ERRORS = {code: {"model": Detail, "description": text} for code, text in {
     403: "Forbidden - Insufficient permissions",
     404: "Not Found - Resource doesn't exist",
     409: "Conflict - Resource already exists",
-    422: "Validation Error - Invalid request body",
     503: "Service Unavailable - Worker offline, or Kubernetes or Slurm not reachable",
 }.items()}
 
