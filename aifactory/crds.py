@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from aifactory.models import (
     GROUP, VERSION, AIServiceSpec, AIServiceStatus, ApiKeySpec, ApiKeyStatus, Recipe, ServiceRecipeStatus,
-    SlurmClusterSpec, SlurmClusterStatus, TenantSpec, TenantStatus, UserSpec,
+    SlurmClusterSpec, SlurmClusterStatus, TenantSpec, TenantStatus, TrainingRunSpec, TrainingRunStatus, UserSpec,
 )
 from aifactory.models import Model as _Model
 
@@ -201,6 +201,26 @@ def user_crd() -> dict[str, Any]:
                 "A person of the namespace's tenant who owns API keys; the password is kept only as a hash.")
 
 
+def trainingrun_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        {"name": "Epoch", "type": "integer", "jsonPath": ".status.currentEpoch"},
+        {"name": "Epochs", "type": "integer", "jsonPath": ".spec.hyperparameters.epochs"},
+        {"name": "Loss", "type": "number", "jsonPath": ".status.latest.loss"},
+        {"name": "Accuracy", "type": "number", "jsonPath": ".status.latest.accuracy"},
+        {"name": "Job", "type": "string", "jsonPath": ".status.jobId"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Architecture", "type": "string", "jsonPath": ".spec.architecture", "priority": 1},
+        {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataset", "priority": 1},
+        {"name": "Val-Accuracy", "type": "number", "jsonPath": ".status.latest.valAccuracy", "priority": 1},
+        {"name": "Model", "type": "string", "jsonPath": ".status.model", "priority": 1},
+        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    ]
+    return _crd("TrainingRun", "trainingruns", "Namespaced", TrainingRunSpec, TrainingRunStatus, ["tr"], columns,
+                "A model trained as a Slurm job (seed 002's training session): epochs, metrics, the trained model "
+                "in the tenant's registry.")
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD, in the order they are applied."""
     return {
@@ -210,6 +230,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
         "aifactory.io_tenants.yaml": tenant_crd(),
         "aifactory.io_apikeys.yaml": apikey_crd(),
         "aifactory.io_users.yaml": user_crd(),
+        "aifactory.io_trainingruns.yaml": trainingrun_crd(),
     }
 
 

@@ -18,6 +18,10 @@ from aifactory.slurm.logs import JOB_STDERR, JOB_STDOUT
 RESERVED_ENV = frozenset({UID_VAR, BIND_VAR, "AIFACTORY_PORT", "SLURM_JOB_ID"})
 
 
+# Slurm job names start with what the job is for: `ais-<namespace>-<name>` for an AIService.
+JOB_NAME_PREFIX = {"service": "ais", "training": "trn"}
+
+
 class SpecError(ValueError):
     """The spec asks for something no job can be made of; the message says what."""
 
@@ -30,11 +34,13 @@ class ServiceRef:
 
 
 def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluster: SlurmClusterSpec,
-                tenant: TenantSpec | None = None, secret_env: dict[str, str] | None = None) -> JobRequest:
+                tenant: TenantSpec | None = None, secret_env: dict[str, str] | None = None, *,
+                kind: str = "service") -> JobRequest:
     """The Slurm job that runs this service.
 
     tenant: the Tenant of the service's namespace, whose Slurm account (and user) every job of it runs under.
     secret_env: the values of spec.secretEnv, read from the namespace's Secrets.
+    kind: what the job is for, in its name and script title ("service", "training").
     """
     secret_env = secret_env or {}
     clash = RESERVED_ENV & (set(spec.env) | set(secret_env))
@@ -58,13 +64,13 @@ def job_request(service: ServiceRef, spec: AIServiceSpec, recipe: Recipe, cluste
     }
     environment.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     workdir = cluster.working_directory.rstrip("/") or "/"
-    title = f"aifactory service {service.namespace}/{service.name} (recipe {recipe.path})"
+    title = f"aifactory {kind} {service.namespace}/{service.name} (recipe {recipe.path})"
     try:
         memory = memory_mb(resources.memory)
     except ValueError as exc:
         raise SpecError(str(exc)) from exc
     return JobRequest(
-        name=f"ais-{service.namespace}-{service.name}"[:128],
+        name=f"{JOB_NAME_PREFIX.get(kind, kind)}-{service.namespace}-{service.name}"[:128],
         script=render_job_script(recipe, title, env_names=[*recipe.environment, *spec.env, *secret_env],
                                  gpus=resources.gpu or 0, container_command=cluster.container_command.value),
         environment=environment,
@@ -203,7 +209,6 @@ def now_rfc3339() -> str:
 def conditions_for(phase: Phase, reason: str, message: str, generation: int | None,
                    previous: list[dict] | None, extra: list[Condition] = ()) -> list[dict]:
     """Ready plus the kstatus pair (Reconciling, Stalled); transition times kept while a status holds."""
-    before = {c.get("type"): c for c in previous or []}
     in_progress = phase in (Phase.pending, Phase.building, Phase.starting)
     wanted = [
         Condition(type="Ready", status="True" if phase is Phase.running else "False", reason=reason or phase.value.title(),
@@ -214,6 +219,12 @@ def conditions_for(phase: Phase, reason: str, message: str, generation: int | No
                   reason=reason or phase.value.title(), message=message if phase is Phase.failed else ""),
         *extra,
     ]
+    return stamped(wanted, generation, previous)
+
+
+def stamped(wanted: list[Condition], generation: int | None, previous: list[dict] | None) -> list[dict]:
+    """The conditions as status stores them, each keeping its transition time while its status holds."""
+    before = {c.get("type"): c for c in previous or []}
     out = []
     stamp = now_rfc3339()
     for cond in wanted:

@@ -376,6 +376,18 @@ class GpuType(Model):
     memory: str | None = Field(None, pattern=MEMORY_PATTERN, description='Memory of one GPU, e.g. "80G".')
 
 
+class StorageSpec(Model):
+    """The cluster's shared storage for the model and dataset registries: one area per tenant,
+    <path>/<namespace>/models and <path>/<namespace>/datasets."""
+
+    path: str = Field(
+        ..., pattern=r"^/", description="Absolute directory on the cluster's shared filesystem, seen alike by the "
+        "login node (or this side, with localLogs) and the compute nodes.")
+    max_upload_megabytes: int = Field(
+        10240, ge=1, description="Largest model or dataset file an upload may bring (MiB); larger ones are refused "
+        "with 413.")
+
+
 class SlurmClusterSpec(Model):
     """How to reach one Slurm cluster and what its jobs get by default."""
 
@@ -420,6 +432,8 @@ class SlurmClusterSpec(Model):
         default_factory=dict,
         description='GRES GPU types of the nodes (the "a100" of gpu:a100:4) and the model name and memory each '
         "stands for; a type not listed is shown by its GRES name, without memory.")
+    storage: StorageSpec | None = Field(
+        None, description="Shared storage of the model and dataset registries (training runs need it).")
 
     @model_validator(mode="after")
     def _transport_needs(self) -> "SlurmClusterSpec":
@@ -501,6 +515,9 @@ class TenantQuotas(Model):
 
     max_running_services: int | None = Field(
         None, ge=0, description="Most services of the tenant that may hold a Slurm job at once (queued or running).")
+    max_training_sessions: int | None = Field(
+        None, ge=0, description="Most training runs of the tenant that may hold a Slurm job at once; the others "
+        "stay queued, oldest first, until one ends.")
 
 
 class TenantSpec(Model):
@@ -550,3 +567,103 @@ class UserSpec(Model):
     is_admin: bool = Field(False, description="Whether the user may hold admin keys.")
     password_hash: str | None = Field(
         None, description="Argon2 hash of the password (never the password itself).")
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+    adamw = "adamw"
+
+
+class LossFunction(str, Enum):
+    cross_entropy = "cross_entropy"
+    mse = "mse"
+    mae = "mae"
+    bce = "bce"
+
+
+class Hyperparameters(Model):
+    """How the model is trained; the ranges are seed 002's."""
+
+    learning_rate: float = Field(..., ge=0.0001, le=1.0, description="Learning rate (0.0001 - 1.0).")
+    batch_size: int = Field(..., ge=1, le=256, description="Batch size (1 - 256).")
+    epochs: int = Field(..., ge=1, le=1000, description="Number of epochs (1 - 1000).")
+    optimizer: Optimizer = Field(Optimizer.adam, description="adam, sgd, rmsprop or adamw.")
+    loss_function: LossFunction = Field(
+        LossFunction.cross_entropy, description="cross_entropy, mse, mae or bce.")
+
+
+class TrainingState(str, Enum):
+    """Where a training run is; the five states of seed 002."""
+
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    stopped = "stopped"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrainingState.completed, TrainingState.failed, TrainingState.stopped)
+
+
+class TrainingRunSpec(Model):
+    """A model to train on a Slurm cluster: an architecture on a dataset, with hyperparameters."""
+
+    architecture: str = Field(
+        ..., pattern=r"^[a-z0-9_]+$", description="mlp or cnn (built in), or a torchvision model name "
+        "(e.g. resnet50) where the job's Python has torchvision.")
+    dataset: str = Field(
+        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="digits (built in: scikit-learn's 8x8 digits) or a dataset of the tenant's registry.")
+    hyperparameters: Hyperparameters = Field(..., description="How to train.")
+    model_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="Name of the trained model in the tenant's model registry; default "
+        "<architecture>_<dataset>_<session id>.")
+    recipe: str = Field("training/pytorch", min_length=1, description="The training recipe in the catalog.")
+    resources: Resources = Field(default_factory=Resources, description="Overrides of the recipe's resources.")
+    cluster: str = Field("default", description="Name of the SlurmCluster to run on.")
+    partition: str | None = Field(None, description="Slurm partition; default from the tenant or the SlurmCluster.")
+    account: str | None = Field(None, description="Slurm account; default from the tenant or the SlurmCluster.")
+    qos: str | None = Field(None, description="Slurm QOS; default from the tenant or the SlurmCluster.")
+    stop: bool = Field(
+        False, description="Stop the run: its Slurm job is cancelled (or never submitted) and it reads stopped.")
+
+
+class EpochMetrics(Model):
+    """What one epoch measured."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    epoch: int = Field(..., ge=0, description="The epoch (from 1).")
+    loss: float | None = Field(None, description="Training loss.")
+    accuracy: float | None = Field(None, description="Training accuracy (0-1).")
+    val_loss: float | None = Field(None, description="Validation loss.")
+    val_accuracy: float | None = Field(None, description="Validation accuracy (0-1).")
+    timestamp: str | None = Field(None, description="When the epoch ended (RFC 3339).")
+
+
+class TrainingRunStatus(Model):
+    """What the operator observed; written only by the operator."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    state: TrainingState | None = Field(None, description="queued, running, completed, failed or stopped.")
+    current_epoch: int | None = Field(None, description="Epochs finished so far.")
+    total_epochs: int | None = Field(None, description="Epochs asked for.")
+    start_time: str | None = Field(None, description="When the Slurm job started (RFC 3339).")
+    end_time: str | None = Field(None, description="When the run ended (RFC 3339).")
+    message: str | None = Field(None, description="Why the run is in this state (Slurm's pending reason, the "
+                                                  "tenant's limit, the error).")
+    error_message: str | None = Field(None, description="What went wrong, when the run failed.")
+    latest: EpochMetrics | None = Field(None, description="The metrics of the last finished epoch.")
+    model: str | None = Field(None, description="The trained model's name in the tenant's model registry.")
+    job_id: str | None = Field(None, description="Slurm job id.")
+    node: str | None = Field(None, description="Node the job runs on.")
+    slurm_state: str | None = Field(None, description="The job state as Slurm reports it.")
+    observed_generation: int | None = Field(None, description="The spec generation the status describes.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from aifactory.slurm.files import ClusterFiles
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.nodes import SlurmNode
 
@@ -22,6 +23,7 @@ class JobsAnswer:
 class SlurmBridge(Protocol):
     api_version: str
     requests_sent: int  # counted at the transport, for the cost of polling
+    files: ClusterFiles  # the cluster's shared storage (registries, training metrics), read like the logs
 
     async def submit(self, request: JobRequest) -> str: ...
 

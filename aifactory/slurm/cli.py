@@ -19,6 +19,7 @@ from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.files import ClusterFiles, SftpFiles
 from aifactory.slurm.logs import LogReader, SshLogs
 from aifactory.slurm.nodes import SlurmNode
 from aifactory.slurm.ssh import CommandResult, SshConnection
@@ -114,11 +115,13 @@ class CliBridge:
     """A Slurm cluster driven through its commands on the login node."""
 
     def __init__(self, ssh: SshConnection, *, environment: dict[str, str] | None = None, prefix: str = "",
-                 api_version: str | None = None, logs: LogReader | None = None, timeout: float = 60.0):
+                 api_version: str | None = None, logs: LogReader | None = None, timeout: float = 60.0,
+                 files: ClusterFiles | None = None):
         self.ssh = ssh
         self.environment = dict(environment or {})
         self.prefix = prefix
         self.logs = logs or SshLogs(ssh)
+        self.files = files or SftpFiles(ssh)
         self.timeout = timeout
         self.requests_sent = 0  # commands run
         self._pinned = api_version

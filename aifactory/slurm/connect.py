@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 from aifactory.models import SecretKeyRef, SlurmClusterSpec, Transport
 from aifactory.slurm.bridge import SlurmBridge
 from aifactory.slurm.cli import CliBridge
+from aifactory.slurm.files import LocalFiles, NoFiles, SftpFiles
 from aifactory.slurm.logs import LocalLogs, SshLogs
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.ssh import SshConnection, SshTarget
@@ -52,15 +53,17 @@ async def bridge_for(spec: SlurmClusterSpec, read_secret: SecretReader) -> Slurm
     """The bridge for a cluster. Nothing is contacted here: connections open on first use."""
     ssh = await ssh_connection(spec, read_secret) if spec.ssh is not None else None
     logs = LocalLogs() if spec.local_logs else (SshLogs(ssh) if ssh else None)
+    files = LocalFiles() if spec.local_logs else (SftpFiles(ssh) if ssh else NoFiles())
     if spec.transport is Transport.ssh_cli:
         assert ssh is not None
         return CliBridge(ssh, environment=spec.cli.environment, prefix=spec.cli.command_prefix or "",
-                         api_version=spec.api_version, logs=logs)
+                         api_version=spec.api_version, logs=logs, files=files)
     tokens = await token_source(spec, read_secret, ssh)
     if spec.transport is Transport.ssh_tunnel:
         assert ssh is not None and spec.ssh is not None
         socket = spec.ssh.slurmrestd_socket
         return RestBridge(SOCKET_URL if socket else spec.url or "", spec.user, tokens, api_version=spec.api_version,
-                          transport=ssh.http_transport(uds=socket), ssh=ssh, logs=logs)
+                          transport=ssh.http_transport(uds=socket), ssh=ssh, logs=logs, files=files)
     # rest: direct HTTP; an ssh block here only serves token minting, logs and the data plane.
-    return RestBridge(spec.url or "", spec.user, tokens, api_version=spec.api_version, ssh=ssh, logs=logs)
+    return RestBridge(spec.url or "", spec.user, tokens, api_version=spec.api_version, ssh=ssh, logs=logs,
+                      files=files)

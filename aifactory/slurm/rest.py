@@ -10,6 +10,7 @@ import httpx
 
 from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.dialects import SUPPORTED, Dialect, dialect_for, errors_of, newest_served
+from aifactory.slurm.files import ClusterFiles, LocalFiles, NoFiles, SftpFiles
 from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.logs import LocalLogs, LogReader, NoLogs
@@ -29,7 +30,8 @@ class RestBridge:
 
     def __init__(self, base_url: str, user: str, tokens: TokenSource, *, api_version: str | None = None,
                  local_logs: bool = False, timeout: float = 20.0, transport: httpx.AsyncBaseTransport | None = None,
-                 ssh: SshConnection | None = None, logs: LogReader | None = None):
+                 ssh: SshConnection | None = None, logs: LogReader | None = None,
+                 files: ClusterFiles | None = None):
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.tokens = tokens
@@ -37,6 +39,8 @@ class RestBridge:
         if logs is None:
             logs = LocalLogs() if local_logs else NoLogs()
         self.logs = logs
+        # The cluster's shared storage (registries, metrics files), reached the way its logs are.
+        self.files = files or (LocalFiles() if local_logs else SftpFiles(ssh) if ssh else NoFiles())
         self.requests_sent = 0
         self._pinned = api_version
         self._dialect: Dialect | None = dialect_for(api_version) if api_version else None

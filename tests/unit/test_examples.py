@@ -1,5 +1,5 @@
-"""examples/: one AIService per built-in recipe, each valid for the model and naming a recipe that exists, and a
-kustomization that lists only files that are there."""
+"""examples/: one AIService per built-in service recipe and a TrainingRun for the training recipe, each valid for
+its model and naming a recipe that exists, and a kustomization that lists only files that are there."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 from aifactory.recipes import Catalog, builtin_recipes
 
-from aifactory.models import API_VERSION, AIServiceSpec
+from aifactory.models import API_VERSION, AIServiceSpec, TrainingRunSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -26,14 +26,15 @@ def manifests() -> dict[str, dict]:
 @pytest.mark.parametrize("filename", sorted(manifests()))
 def test_every_example_is_a_valid_aiservice_of_an_existing_recipe(filename):
     doc = manifests()[filename]
-    assert doc["apiVersion"] == API_VERSION and doc["kind"] == "AIService"
+    assert doc["apiVersion"] == API_VERSION and doc["kind"] in ("AIService", "TrainingRun")
     assert DNS_SUBDOMAIN.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
-    spec = AIServiceSpec.model_validate(doc["spec"])
+    spec = (AIServiceSpec if doc["kind"] == "AIService" else TrainingRunSpec).model_validate(doc["spec"])
     Catalog().get(spec.recipe)  # raises RecipeNotFound
 
 
 def test_every_builtin_recipe_has_an_example():
-    shown = {doc["spec"]["recipe"] for doc in manifests().values()}
+    shown = {doc["spec"].get("recipe") or TrainingRunSpec.model_validate(doc["spec"]).recipe
+             for doc in manifests().values()}
     missing = sorted(set(builtin_recipes()) - shown)
     assert not missing, f"no example in examples/ for {missing}"
 
