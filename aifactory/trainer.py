@@ -83,7 +83,7 @@ def load_dataset(name: str, dataset_dir: str | None) -> Dataset:
         raise TrainingError(f"Dataset '{name}' not found in the registry")
     if len(x) != len(y) or len(x) < 2:
         raise TrainingError(f"Dataset '{name}': {len(x)} samples and {len(y)} labels; need at least 2 of each, alike")
-    labels, y = np.unique(y, return_inverse=True)
+    _, y = np.unique(y, return_inverse=True)
     x = x.astype(np.float32)
     mean, std = float(x.mean()), float(x.std()) or 1.0
     return Dataset(x, y.astype(np.int64), mean, 1.0 / std, _image_shape(x.shape[1:]))

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from aifactory import __version__
-from aifactory.api import errors, lmstack, metrics, seed
+from aifactory.api import errors, lmstack, metrics, seed, training
 from aifactory.api.config import ApiSettings
 from aifactory.api.deps import Admin
 from aifactory.api.identity import routes as identity
@@ -41,7 +41,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     faces.add("/api/v1/", seed.render_error)
     for prefix in lmstack.PREFIXES:
         faces.add(prefix, lmstack.render_error)
-    for router in (*seed.ROUTERS, *lmstack.ROUTERS, identity.router):
+    for prefix in training.PREFIXES:
+        faces.add(prefix, training.render_error)
+    for router in (*seed.ROUTERS, *lmstack.ROUTERS, *training.ROUTERS, identity.router):
         app.include_router(router)
 
     def phases() -> Counter[str]:

@@ -28,5 +28,8 @@ class ApiSettings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to a service's endpoint.")
     retry_after_seconds: int = Field(10, ge=1, description="Retry-After of a 503 while a service starts.")
     sync_timeout: float = Field(10.0, gt=0, description="How long a request waits for the first list of resources.")
+    training_cluster: str = Field(
+        "default", description="The SlurmCluster that seed 002's training sessions run on and whose storage holds "
+        "the model and dataset registries.")
     recipe_retry_seconds: float = Field(
         30.0, gt=0, description="How often to look again for an aifactory CRD while it is not installed.")

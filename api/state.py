@@ -34,6 +34,8 @@ class ApiState:
     _identity: Authenticator | None = None
     _services: object | None = None
     _nodes: object | None = None
+    _trainings: object | None = None
+    _registries: object | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
@@ -92,6 +94,22 @@ class ApiState:
 
             self._nodes = NodeVerbs(self)
         return self._nodes
+
+    @property
+    def trainings(self):
+        if self._trainings is None:
+            from aifactory.api.trainings import TrainingVerbs
+
+            self._trainings = TrainingVerbs(self)
+        return self._trainings
+
+    @property
+    def registries(self):
+        if self._registries is None:
+            from aifactory.api.registries import RegistryVerbs
+
+            self._registries = RegistryVerbs(self)
+        return self._registries
 
     @property
     def trusted(self) -> Principal:

@@ -175,6 +175,7 @@ WATCHED = {
     "tenants": (True, True),
     "apikeys": (False, True),
     "users": (False, True),
+    "trainingruns": (False, True),
 }
 
 
@@ -200,6 +201,7 @@ class Store:
         self.tenants = self.informers["tenants"]
         self.keys = self.informers["apikeys"]
         self.users = self.informers["users"]
+        self.trainings = self.informers["trainingruns"]
         self._catalog = Catalog()
         self._catalog_version = -1
 
@@ -222,6 +224,13 @@ class Store:
     def list_services(self, namespace: str | None = None) -> list[dict]:
         """AIServices of one namespace, or of all (None), oldest first."""
         objects = self.services.objects()
+        if namespace is not None:
+            objects = [o for o in objects if (o.get("metadata") or {}).get("namespace") == namespace]
+        return sorted(objects, key=created_order)
+
+    def list_trainings(self, namespace: str | None = None) -> list[dict]:
+        """TrainingRuns of one namespace, or of all (None), oldest first."""
+        objects = self.trainings.objects()
         if namespace is not None:
             objects = [o for o in objects if (o.get("metadata") or {}).get("namespace") == namespace]
         return sorted(objects, key=created_order)

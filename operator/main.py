@@ -8,7 +8,7 @@ import kopf
 import kubernetes
 
 from aifactory.operator import aiservice, slurmcluster  # noqa: F401  (registers the handlers)
-from aifactory.operator import servicerecipe, tenant  # noqa: F401  (registers the handlers)
+from aifactory.operator import servicerecipe, tenant, training  # noqa: F401  (registers the handlers)
 from aifactory.operator.clusters import connect_secrets, registry
 
 
