@@ -38,6 +38,8 @@ TORCHVISION_ARCHITECTURES = frozenset({
 })
 ARCHITECTURES = frozenset(BUILTIN_ARCHITECTURES) | TORCHVISION_ARCHITECTURES
 SESSION_PREFIX = "sess_"
+# When the API was asked for a run (Unix seconds with microseconds): the queue's order within one second.
+REQUESTED_AT = "aifactory.io/requested-at"
 RUN_NAME_PREFIX = "sess-"
 
 

@@ -8,6 +8,7 @@ writes its state. Metrics and logs are read from the job's files through the Slu
 from __future__ import annotations
 
 import secrets
+import time
 
 from kubernetes.client.rest import ApiException
 
@@ -17,7 +18,8 @@ from aifactory.models import API_VERSION, EpochMetrics, Hyperparameters, Trainin
 from aifactory.slurm.errors import SlurmError
 from aifactory.slurm.jobs import SlurmJob
 from aifactory.training import (
-    RUN_NAME_PREFIX, LogEntry, known_architecture, log_entries, metrics_path, parse_metrics, run_name, session_id,
+    REQUESTED_AT, RUN_NAME_PREFIX, LogEntry, known_architecture, log_entries, metrics_path, parse_metrics,
+    run_name, session_id,
 )
 
 MANAGED_BY = "aifactory-api"
@@ -78,7 +80,8 @@ class TrainingVerbs:
         for attempt in range(NAME_ATTEMPTS):
             manifest = {"apiVersion": API_VERSION, "kind": "TrainingRun",
                         "metadata": {"name": f"{RUN_NAME_PREFIX}{secrets.token_hex(6)}", "namespace": caller.tenant,
-                                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+                                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                                     "annotations": {REQUESTED_AT: f"{time.time():.6f}"}},
                         "spec": spec.wire()}
             try:
                 return await self.store.create("trainingruns", manifest)

@@ -26,7 +26,8 @@ from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.files import FilesUnavailable
 from aifactory.slurm.jobs import SlurmJob
 from aifactory.training import (
-    Slot, admitted, conditions, default_model_name, job_request, last_error, metrics_path, observe, parse_metrics,
+    REQUESTED_AT, Slot, admitted, conditions, default_model_name, job_request, last_error, metrics_path, observe,
+    parse_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ _metrics_read: dict[str, float] = {}  # run uid -> when its metrics file was las
 
 @kopf.index(*RESOURCE)
 def training_by_namespace(namespace: str, name: str, meta: Any, spec: Any, status: Any, **_) -> dict[str, dict]:
-    return {namespace: {"name": name, "created": meta.get("creationTimestamp") or "", "jobId": status.get("jobId"),
+    # creationTimestamp counts whole seconds: the API's finer request time orders runs made within one.
+    created = f"{meta.get('creationTimestamp') or ''} {(meta.get('annotations') or {}).get(REQUESTED_AT, '')}"
+    return {namespace: {"name": name, "created": created, "jobId": status.get("jobId"),
                         "state": status.get("state"), "stop": bool(spec.get("stop"))}}
 
 

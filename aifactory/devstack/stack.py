@@ -89,6 +89,8 @@ def default_slurmcluster(slurm: LocalSlurm) -> dict:
             "localLogs": True,
             "pollIntervalSeconds": 2,
             "nodePollIntervalSeconds": 5,
+            # The model and dataset registries of training runs (one area per tenant).
+            "storage": {"path": str(slurm.jobs_dir.parent / "storage")},
         },
     }
 
