@@ -20,10 +20,10 @@ from pathlib import Path
 from aifactory.api.errors import ApiError, ApiErrorException, BadRequest, NotFound
 from aifactory.api.identity.principal import Principal
 from aifactory.clusters import Cluster, ClusterNotReady
-from aifactory.slurm.files import FilesUnavailable, TooLarge
+from aifactory.slurm.files import DiskUsage, FilesUnavailable, TooLarge
 from aifactory.storage import (
     DETAILS_SUFFIX, InvalidName, checked_name, dataset_file, dataset_format, dataset_of, datasets_dir, model_file,
-    model_name_of, models_dir,
+    model_name_of, models_dir, tenant_area,
 )
 from aifactory.training import builtin_dataset
 
@@ -181,6 +181,12 @@ class RegistryVerbs:
         with _storage_words():
             files = await cluster.bridge.files.list(datasets_dir(cluster.spec.storage, namespace))
         return any((dataset_of(f.name) or ("", ""))[0] == name for f in files)
+
+    async def disk(self, caller: Principal) -> DiskUsage:
+        """Total and free space of the filesystem the tenant's area is on."""
+        cluster = await self._cluster()
+        with _storage_words():
+            return await cluster.bridge.files.disk_usage(tenant_area(cluster.spec.storage, caller.tenant))
 
     @staticmethod
     def upload_limit(cluster: Cluster) -> int:

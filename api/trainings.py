@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
 
@@ -37,6 +38,26 @@ def state_of(obj: dict) -> TrainingState:
 
 def is_queued(obj: dict) -> bool:
     return state_of(obj) is TrainingState.queued and not (obj.get("spec") or {}).get("stop")
+
+
+@dataclass(frozen=True)
+class SystemLoad:
+    """What the training cluster's nodes carry now (Slurm's view) and the room left on its storage."""
+
+    nodes: int
+    cpus: int
+    cpus_allocated: int
+    cpu_load: float | None  # the sum of the nodes' load averages; None when Slurm reports none
+    memory_mb: int
+    memory_free_mb: int | None  # what the nodes' OS reports free; None when Slurm reports none
+    memory_allocated_mb: int
+    gpus: int
+    gpus_used: int
+    gpu_memory_mb: int | None  # from the SlurmCluster's gpuTypes; None when a GPU's memory is not known
+    gpu_memory_used_mb: int | None
+    disk_total: int | None
+    disk_free: int | None
+    read_at: float | None
 
 
 class TrainingVerbs:
@@ -122,6 +143,29 @@ class TrainingVerbs:
     def _check_visible(self, caller: Principal, obj: dict) -> None:
         if not caller.sees(obj["metadata"].get("namespace", "")):
             raise NotFound(f"Session '{session_id(obj['metadata']['name'])}' not found")
+
+    async def system(self, caller: Principal) -> SystemLoad:
+        """The training cluster's nodes (one cached read for all callers) and its storage area's disk."""
+        views = await self.state.nodes.of_cluster(self.state.settings.training_cluster)
+        nodes = [v.node for v in views]
+        devices = [d for v in views for d in v.devices]
+        loads = [n.cpu_load for n in nodes if n.cpu_load is not None]
+        free = [n.memory_free_mb for n in nodes if n.memory_free_mb is not None]
+        known_memory = devices and all(d.memory_mb is not None for d in devices)
+        try:
+            disk = await self.state.registries.disk(caller)
+        except Exception:  # noqa: BLE001  (no storage configured or reachable: the nodes still answer)
+            disk = None
+        return SystemLoad(
+            nodes=len(nodes), cpus=sum(n.cpus for n in nodes), cpus_allocated=sum(n.cpus_allocated for n in nodes),
+            cpu_load=sum(loads) if loads else None, memory_mb=sum(n.memory_mb for n in nodes),
+            memory_free_mb=sum(free) if len(free) == len(nodes) and nodes else None,
+            memory_allocated_mb=sum(n.memory_allocated_mb for n in nodes),
+            gpus=len(devices), gpus_used=sum(d.in_use for d in devices),
+            gpu_memory_mb=sum(d.memory_mb for d in devices) if known_memory else None,
+            gpu_memory_used_mb=sum(d.memory_mb for d in devices if d.in_use) if known_memory else None,
+            disk_total=disk.total if disk else None, disk_free=disk.free if disk else None,
+            read_at=views[0].read_at if views else None)
 
     # ---- the job's files ------------------------------------------------------------------------------------
 

@@ -164,3 +164,41 @@ class UploadResponse(BaseModel):
     message: str
     name: str
     size_mb: float
+
+
+class SystemInfo(BaseModel):
+    """Seed 002's system info, from Slurm: the training cluster's nodes together (CPU load and memory as
+    `scontrol show node` reports them, GPUs from GRES) and the disk of the tenant's storage area."""
+
+    cpu_usage_percent: float | None = Field(..., description="The nodes' load average over their CPUs, in %")
+    memory_used_mb: int | None = Field(..., description="Memory in use on the nodes (RealMemory - FreeMem)")
+    memory_total_mb: int
+    memory_percent: float | None
+    disk_free_gb: float | None
+    disk_total_gb: float | None
+    gpu_available: bool
+    gpu_usage_percent: float | None = Field(None, description="GPUs held by jobs, in % of the nodes' GPUs")
+    gpu_memory_used_mb: int | None = None
+    gpu_memory_total_mb: int | None = None
+    timestamp: str | None
+    nodes: int = Field(..., description="Nodes of the training cluster")
+    cpu_count: int = Field(..., description="Their CPUs")
+    cpus_allocated: int = Field(..., description="CPUs held by jobs")
+    memory_allocated_mb: int = Field(..., description="Memory held by jobs")
+
+    @classmethod
+    def of(cls, load) -> SystemInfo:
+        used = load.memory_mb - load.memory_free_mb if load.memory_free_mb is not None else None
+        gb = 1 << 30
+        return cls(
+            cpu_usage_percent=round(min(100.0, 100 * load.cpu_load / load.cpus), 1)
+            if load.cpu_load is not None and load.cpus else None,
+            memory_used_mb=used, memory_total_mb=load.memory_mb,
+            memory_percent=round(100 * used / load.memory_mb, 1) if used is not None and load.memory_mb else None,
+            disk_free_gb=round(load.disk_free / gb, 1) if load.disk_free is not None else None,
+            disk_total_gb=round(load.disk_total / gb, 1) if load.disk_total is not None else None,
+            gpu_available=load.gpus > 0,
+            gpu_usage_percent=round(100 * load.gpus_used / load.gpus, 1) if load.gpus else None,
+            gpu_memory_used_mb=load.gpu_memory_used_mb, gpu_memory_total_mb=load.gpu_memory_mb,
+            timestamp=utc(load.read_at), nodes=load.nodes, cpu_count=load.cpus, cpus_allocated=load.cpus_allocated,
+            memory_allocated_mb=load.memory_allocated_mb)

@@ -322,3 +322,34 @@ def test_the_storage_through_sftp_on_a_real_sshd(stack, tmp_path_factory):
         asyncio.run(scenario())
     finally:
         sshd.down()
+
+
+def scontrol_node(stack) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "node", "--oneliner"], env={**stack.slurm.env(), "PATH": "/usr/bin"},
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def test_system_info_agrees_with_scontrol_show_node(stack):
+    with stack.api() as client:
+        before = scontrol_node(stack)
+        info = client.get("/api/v1/system/info").json()
+        after = scontrol_node(stack)
+        inference = stack.make_key("default", "inference")
+        test_identity.MADE_KEYS.append(inference)
+    assert info["nodes"] == 1 and info["cpu_count"] == int(before["CPUTot"])
+    assert info["memory_total_mb"] == int(before["RealMemory"])
+    used = sorted(int(n["RealMemory"]) - int(n["FreeMem"]) for n in (before, after))
+    slack = 0.05 * int(before["RealMemory"])  # FreeMem moves between reads
+    assert used[0] - slack <= info["memory_used_mb"] <= used[1] + slack, (info, used)
+    loads = sorted(min(100.0, 100 * float(n["CPULoad"]) / int(n["CPUTot"])) for n in (before, after))
+    assert loads[0] - 30 <= info["cpu_usage_percent"] <= loads[1] + 30, (info, loads)  # a 1-minute load average
+    assert before["Gres"] == "(null)" and info["gpu_available"] is False and info["gpu_usage_percent"] is None
+    disk = shutil.disk_usage(STORAGE() if STORAGE().exists() else state_dir())
+    assert abs(info["disk_total_gb"] - disk.total / 2**30) < 0.2 and abs(info["disk_free_gb"] - disk.free / 2**30) < 2
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["timestamp"])
+    deadline = time.monotonic() + 15
+    with stack.api(inference) as reader:  # any key may read the machine's load
+        while (answer := reader.get("/api/v1/system/info")).status_code == 401 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answer.status_code == 200

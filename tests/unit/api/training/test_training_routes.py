@@ -233,3 +233,20 @@ def test_datasets_upload_and_details(api):
     assert call(api, "GET", "/api/v1/datasets/nope").json() == {"detail": "Dataset 'nope' not found"}
     # An uploaded dataset may be trained on.
     assert call(api, "POST", "/api/v1/training/start", json={**GOOD, "dataset_name": "tiny"}).status_code == 200
+
+
+def test_system_info_sums_the_nodes_as_slurm_reports_them():
+    from aifactory.api.training.schemas import SystemInfo
+    from aifactory.api.trainings import SystemLoad
+
+    load = SystemLoad(nodes=2, cpus=64, cpus_allocated=16, cpu_load=16.0, memory_mb=512_000, memory_free_mb=384_000,
+                      memory_allocated_mb=100_000, gpus=8, gpus_used=2, gpu_memory_mb=8 * 81920,
+                      gpu_memory_used_mb=2 * 81920, disk_total=10 * 2**40, disk_free=4 * 2**40, read_at=1700000000)
+    info = SystemInfo.of(load).model_dump()
+    assert info | {"timestamp": None} == {
+        "cpu_usage_percent": 25.0, "memory_used_mb": 128_000, "memory_total_mb": 512_000, "memory_percent": 25.0,
+        "disk_free_gb": 4096.0, "disk_total_gb": 10240.0, "gpu_available": True, "gpu_usage_percent": 25.0,
+        "gpu_memory_used_mb": 163840, "gpu_memory_total_mb": 655360, "timestamp": None, "nodes": 2, "cpu_count": 64,
+        "cpus_allocated": 16, "memory_allocated_mb": 100_000}
+    none = SystemInfo.of(SystemLoad(1, 2, 0, None, 1000, None, 0, 0, 0, None, None, None, None, None))
+    assert none.gpu_available is False and none.cpu_usage_percent is None and none.memory_used_mb is None
