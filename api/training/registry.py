@@ -12,12 +12,18 @@ from aifactory.api.training.schemas import DatasetInfo, ErrorDetail, MessageResp
 from aifactory.api.training.sessions import AUTH
 from aifactory.api.training.uploads import OPENAPI_BODY, FilePart
 
-NOT_FOUND = {404: {"model": ErrorDetail, "description": "No such entry in the tenant's registry"}}
+NOT_FOUND = {404: {"model": ErrorDetail, "description": "No such entry in the tenant's registry"},
+             400: {"model": ErrorDetail, "description": "A name that is not a plain file name"}}
+STORAGE = {503: {"model": ErrorDetail, "description": "The cluster's storage is not configured or not reachable"},
+           502: {"model": ErrorDetail, "description": "The storage refused (its words)"}}
 UPLOAD = {400: {"model": ErrorDetail, "description": "A name that is not a plain file name, or no file part"},
+          409: {"model": ErrorDetail, "description": "The name of a built-in dataset"},
           413: {"model": ErrorDetail, "description": "The file is larger than the cluster's upload limit"}}
 
-models = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Management], responses={**AUTH})
-datasets = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Management], responses={**AUTH})
+models = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Management],
+                   responses={**AUTH, **STORAGE})
+datasets = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Management],
+                     responses={**AUTH, **STORAGE})
 
 
 def _declared(request: Request) -> int | None:

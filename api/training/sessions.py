@@ -32,7 +32,9 @@ SessionDep = Annotated[dict, Depends(get_session)]
 
 
 @router.post("/start", response_model=StartResponse, summary="Start Training",
-             responses={404: {"model": ErrorDetail, "description": "Unknown dataset or architecture"}})
+             responses={404: {"model": ErrorDetail, "description": "Unknown dataset or architecture"},
+                        400: {"model": ErrorDetail, "description": "The body is not JSON, or Kubernetes refused "
+                                                                   "what it asks for (its words)"}})
 async def start_training(config: TrainingConfig, state: StateDep, store: StoreDep,  # type: ignore[valid-type]
                          caller: Caller) -> StartResponse:
     """Start a new training session: a TrainingRun that the operator runs as a Slurm job (queued first, within

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -79,7 +80,10 @@ class FilePart:
             self._ended = True
             return False
         if chunk:
-            self._parser.write(chunk)
+            try:
+                self._parser.write(chunk)
+            except FormParserError as exc:
+                raise BadRequest(f"The multipart body cannot be read: {exc}") from None
         return True
 
     async def start(self) -> str:

@@ -40,7 +40,7 @@ def fuzzed_app(stack) -> Iterator:
                                  operator_namespace=NAMESPACE, auth_failures_per_minute=10_000))
     with TestClient(app):  # runs the lifespan: the store watches, and is closed at the end
         yield app
-    for kind in ("aiservices", "apikeys", "users"):
+    for kind in ("aiservices", "trainingruns", "apikeys", "users"):
         stack.kubectl("delete", kind, "--all", "-n", FUZZ_NAMESPACE, "--wait=false", check=False)
     left = stack.kubectl("get", "aiservices", "-n", FUZZ_NAMESPACE, "-o", "name").stdout.split()
     for name in left:

@@ -250,3 +250,15 @@ def test_system_info_sums_the_nodes_as_slurm_reports_them():
         "cpus_allocated": 16, "memory_allocated_mb": 100_000}
     none = SystemInfo.of(SystemLoad(1, 2, 0, None, 1000, None, 0, 0, 0, None, None, None, None, None))
     assert none.gpu_available is False and none.cpu_usage_percent is None and none.memory_used_mb is None
+
+
+def test_a_broken_multipart_body_is_400_and_leaves_nothing(api):
+    boundary = "a222103b9b30b1f9e8be6882ecedb1d2"
+    for body in (f"--{boundary}\r\n[]--{boundary}--\r\n",
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.csv"\r\n\r\n1,2\n3,'):
+        response = api.client.post("/api/v1/datasets", params={"dataset_name": "d"}, content=body.encode(),
+                                   headers={**api.as_key(api.manager),
+                                            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert response.status_code == 400, response.text
+    assert call(api, "POST", "/api/v1/models", params={"model_name": "m"}, json={"not": "multipart"}).status_code == 400
+    assert area_files(api) == []
