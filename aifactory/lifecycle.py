@@ -242,3 +242,123 @@ def stamped(wanted: list[Condition], generation: int | None, previous: list[dict
 def endpoint_url(address: str, port: int) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{port}"
+
+
+# ---- stop, start, restart, on demand and idle -------------------------------------------------------------------
+
+# What the API (or a person with kubectl) asks of a service without changing its spec: "<verb>@<when>", e.g.
+# "restart@2026-11-23T14:14:00.123456Z". Only the newest request counts; the operator records the one it acted on
+# in status.observedAction, so each is acted on once (also across restarts), and no clocks are compared.
+ACTION_ANNOTATION = "lifecycle.aifactory.io/action"  # not aifactory.io/: kopf keeps its own state there and ignores it
+ACTION_VERBS = ("start", "restart", "evict")
+
+# Spec fields that say when the service runs, not what runs: changing them starts no new job.
+SCHEDULING_FIELDS = frozenset({"stopped", "on_demand", "idle_timeout_minutes", "start_timeout_seconds", "restart"})
+
+
+def action_value(verb: str, when: datetime | None = None) -> str:
+    if verb not in ACTION_VERBS:
+        raise ValueError(f"unknown action {verb!r}")
+    stamp = (when or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{verb}@{stamp}"
+
+
+def action_verb(value: str | None) -> str | None:
+    verb = (value or "").partition("@")[0]
+    return verb if verb in ACTION_VERBS else None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the operator does next about a service: start a job (cancelling a live one first), stop, or nothing."""
+
+    kind: str  # "start", "stop" or "none"
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def starts(self) -> bool:
+        return self.kind == "start"
+
+
+NOTHING = Step("none")
+
+
+def job_changed(old: AIServiceSpec, new: AIServiceSpec) -> bool:
+    """Whether the job would differ: any spec change but those of when it runs."""
+    return old.model_dump(exclude=SCHEDULING_FIELDS) != new.model_dump(exclude=SCHEDULING_FIELDS)
+
+
+def next_step(spec: AIServiceSpec, phase: Phase | None, *, action: str | None = None,
+              observed_action: str | None = None, old_spec: AIServiceSpec | None = None) -> Step:
+    """The one decision about starting and stopping, from the spec, the phase, the newest action not yet acted
+    on, and (on a spec change) the spec before it. phase None: the service never had a status (just created)."""
+    live = phase is not None and not phase.finished
+    verb = action_verb(action) if action and action != observed_action else None
+    if verb == "restart":
+        if spec.stopped and not spec.on_demand:
+            return Step("none")
+        return Step("start", "Restarted", "Restarted on request: a new job")
+    if verb == "evict" and live:
+        return Step("stop", "Evicted", "Stopped to make room for another service (least recently used)")
+    if verb == "start" and not live and (not spec.stopped or spec.on_demand):
+        return Step("start", "Started", "Started on request: a new job")
+    stop = Step("stop", "Stopped", "Stopped by its spec (spec.stopped)")
+    if spec.stopped and old_spec is None:
+        # Created stopped, or found live at a restart: an on-demand service may have been woken by a request.
+        return stop if phase is None or (live and not spec.on_demand) else NOTHING
+    if spec.stopped and not old_spec.stopped and (live or phase is not Phase.stopped):
+        return stop
+    if phase is None:
+        return Step("start", "Submitted", "")
+    if old_spec is not None:
+        if old_spec.stopped and not spec.stopped and not live:
+            return Step("start", "Started", "Started again (spec.stopped is false): a new job")
+        if live and job_changed(old_spec, spec):
+            return Step("start", "SpecChanged", "The spec changed: a new job")
+    return NOTHING
+
+
+def last_use_resolution(idle_timeout_minutes: int | None) -> float:
+    """How late the recorded last use of a service may be: the gateway writes it at most once a minute per
+    service, or every quarter of the idle timeout when that is shorter (but not more often than every 5 s)."""
+    if not idle_timeout_minutes:
+        return 60.0
+    return max(5.0, min(60.0, idle_timeout_minutes * 60 / 4))
+
+
+def parse_rfc3339(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def ready_since(conditions: list[dict] | None) -> float | None:
+    """When the Ready condition last became True."""
+    for cond in conditions or ():
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            return parse_rfc3339(cond.get("lastTransitionTime"))
+    return None
+
+
+def idle_for(status: dict, now: float) -> float | None:
+    """Seconds since the service's last request (or since it became ready, when that is later)."""
+    since = [t for t in (parse_rfc3339(status.get("lastRequest")), ready_since(status.get("conditions")))
+             if t is not None]
+    return now - max(since) if since else None
+
+
+def idle_step(spec: AIServiceSpec, phase: Phase, status: dict, now: float) -> Step:
+    """Stop a running service that had no request for its idle timeout. The recorded last use may be late by
+    last_use_resolution(), so that much more is waited before calling it idle."""
+    if phase is not Phase.running or not spec.idle_timeout_minutes:
+        return NOTHING
+    idle = idle_for(status, now)
+    if idle is None or idle < spec.idle_timeout_minutes * 60 + last_use_resolution(spec.idle_timeout_minutes):
+        return NOTHING
+    return Step("stop", "Idle", f"Stopped after {spec.idle_timeout_minutes} min without a request "
+                                f"(idle timeout){'; a request starts it again' if spec.on_demand else ''}")

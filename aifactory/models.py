@@ -31,7 +31,8 @@ class Model(BaseModel):
 
 
 class Phase(str, Enum):
-    """Where a service is in its life; the seven values of the AI Factory Server API."""
+    """Where a service is in its life: the seven values of the AI Factory Server API, and `stopped` (no job, kept
+    to be started again; that API shows it as cancelled)."""
 
     pending = "pending"
     building = "building"
@@ -40,10 +41,12 @@ class Phase(str, Enum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+    stopped = "stopped"
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.completed, Phase.failed, Phase.cancelled)
+        """No job runs (or will run) for the service until something starts it again."""
+        return self in (Phase.completed, Phase.failed, Phase.cancelled, Phase.stopped)
 
 
 EnvMap = dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str]
@@ -122,6 +125,21 @@ class AIServiceSpec(Model):
         description="Run only on these nodes (Slurm's nodelist, e.g. gpu-a01 or gpu-a[01-04]).")
 
 
+    stopped: bool | None = Field(
+        None, description="Stop the service without deleting it: its job is cancelled and the resource stays "
+        "(phase stopped, reason Stopped). Back to false starts it again (a new job). With onDemand, a request "
+        "still starts it, and it stops again when idle.")
+    on_demand: bool | None = Field(
+        None, description="A request through the gateway (/v1/*) for a stopped or idle service starts it (a new "
+        "job) and waits for it to be ready.")
+    idle_timeout_minutes: int | None = Field(
+        None, ge=1, description="Stop the running service (reason Idle) after this many minutes without a request "
+        "through the gateway; unset = never.")
+    start_timeout_seconds: int | None = Field(
+        None, ge=1, le=3600, description="How long a gateway request for a service that is not ready yet waits "
+        "before it gets 503 with Retry-After; default: the API's setting (120 s).")
+
+
 class Condition(Model):
     """A Kubernetes-style condition (metav1.Condition)."""
 
@@ -168,6 +186,16 @@ class FailureInfo(Model):
     log_tail: str | None = Field(None, description="The job's last log lines.")
 
 
+class TokenUsage(Model):
+    """Requests and tokens counted by the gateway from the upstream's `usage` (also a stream's last chunk)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    requests: int = Field(0, ge=0, description="Requests forwarded.")
+    prompt_tokens: int = Field(0, ge=0, description="Prompt tokens the upstream reported.")
+    completion_tokens: int = Field(0, ge=0, description="Completion tokens the upstream reported.")
+
+
 class AIServiceStatus(Model):
     """What the operator observed; written only by the operator."""
 
@@ -189,6 +217,16 @@ class AIServiceStatus(Model):
     restart_count: int | None = Field(None, description="Restarts after failures since the spec last changed.")
     next_attempt_time: str | None = Field(None, description="When the next restart is due (RFC 3339).")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")
+    observed_action: str | None = Field(
+        None, description="The last lifecycle.aifactory.io/action annotation (start, restart, evict) the operator "
+        "acted on.")
+    models: list[str] = Field(
+        default_factory=list, description="The model ids the service serves (its /v1/models when it became ready); "
+        "the gateway routes them to it.")
+    last_request: str | None = Field(
+        None, description="When the gateway last forwarded a request to the service (RFC 3339; recorded at most "
+        "once a minute, or a quarter of the idle timeout when that is shorter).")
+    usage: TokenUsage | None = Field(None, description="Requests and tokens the gateway forwarded to the service.")
 
 
 class Runtime(str, Enum):
@@ -518,6 +556,9 @@ class TenantQuotas(Model):
     max_training_sessions: int | None = Field(
         None, ge=0, description="Most training runs of the tenant that may hold a Slurm job at once; the others "
         "stay queued, oldest first, until one ends.")
+    evict_least_recently_used: bool = Field(
+        False, description="At the limit (the tenant's or the API's), a start first stops the tenant's least "
+        "recently used idle on-demand service (reason Evicted) instead of answering 409.")
 
 
 class TenantSpec(Model):
@@ -557,6 +598,7 @@ class ApiKeyStatus(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     last_used: str | None = Field(None, description="When the key last authenticated a request (to the minute).")
+    usage: TokenUsage | None = Field(None, description="Requests and tokens the gateway forwarded with this key.")
 
 
 class UserSpec(Model):

@@ -27,6 +27,15 @@ class ApiSettings(BaseSettings):
     prompt_timeout: float = Field(30.0, gt=0, description="Seconds a prompt may take at the service.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to a service's endpoint.")
     retry_after_seconds: int = Field(10, ge=1, description="Retry-After of a 503 while a service starts.")
+    start_timeout_seconds: int = Field(
+        120, ge=0, le=3600, description="How long a gateway request for a service that is not ready yet waits for it "
+        "(a service's spec.startTimeoutSeconds overrides it); then 503 with Retry-After.")
+    max_running_services: int | None = Field(
+        None, ge=0, description="Most services of all tenants that may hold a Slurm job at once; a start over it "
+        "answers 409 (or evicts, for tenants with evictLeastRecentlyUsed). Unset: no such limit.")
+    gateway_timeout: float = Field(
+        600.0, gt=0, description="Seconds a request forwarded by the gateway (/v1/*, llamactl's proxy) may wait "
+        "between two pieces of the service's answer.")
     sync_timeout: float = Field(10.0, gt=0, description="How long a request waits for the first list of resources.")
     training_cluster: str = Field(
         "default", description="The SlurmCluster that seed 002's training sessions run on and whose storage holds "

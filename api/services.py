@@ -7,15 +7,19 @@ for it (404). The faces translate their requests into these calls and the result
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
 from kubernetes.client.rest import ApiException
 
-from aifactory.api.aiservices import aiservice_manifest, find_service, service_name
-from aifactory.api.errors import Conflict, NotFound
-from aifactory.api.identity.principal import Principal
-from aifactory.models import Recipe, Resources
+from aifactory.api.aiservices import aiservice_manifest, availability, find_service, service_name
+from aifactory.api.errors import Conflict, NotFound, ServiceNotAvailable
+from aifactory.api.identity.principal import Forbidden, Principal
+from aifactory.api.traffic import key_of
+from aifactory.lifecycle import ACTION_ANNOTATION, action_value, parse_rfc3339
+from aifactory.models import Phase, Recipe, Resources, TenantQuotas
+from aifactory.recipes import RecipeNotFound
 from aifactory.slurm.jobs import SlurmJob
 
 NAME_ATTEMPTS = 3  # a clash of the random suffix is rare; a second one rarer still
@@ -27,6 +31,30 @@ class LogTail:
     text: str
     job_id: str | None
     attempt: int | None = None
+
+
+def phase_of(obj: dict) -> Phase | None:
+    phase = (obj.get("status") or {}).get("phase")
+    return Phase(phase) if phase in Phase._value2member_map_ else None
+
+
+def holds_job(obj: dict) -> bool:
+    """Whether the service holds (or is about to hold) a Slurm job: what the running limits count."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    phase = phase_of(obj)
+    if phase is None:
+        return not (obj.get("spec") or {}).get("stopped")
+    return not phase.finished
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a service that cannot answer yet is: for a 503's body and its Retry-After."""
+
+    message: str
+    retry_after: int | None
+    details: dict
 
 
 class ServiceVerbs:
@@ -60,6 +88,26 @@ class ServiceVerbs:
             raise NotFound("Service not found")
         return found
 
+    def for_model(self, caller: Principal, model: str) -> dict:
+        """The service a request for `model` goes to: the caller's tenant's service of that name, else the one
+        serving that model id (an admin's own tenant first, then any). allowed_models applies."""
+        routes = self.store.routes()
+        obj = routes.get((caller.tenant, model))
+        if obj is None and caller.is_admin:
+            obj = next((o for (_, m), o in routes.items() if m == model), None)
+        if obj is None:
+            raise NotFound(f"The model `{model}` does not exist (no service of that name or serving it)")
+        if caller.allowed_models and not caller.may_use_model(
+                model, obj["metadata"]["name"], *((obj.get("status") or {}).get("models") or ())):
+            raise Forbidden(f"This API key may not use model {model!r} (see its allowed_models).")
+        return obj
+
+    def serves_openai(self, obj: dict) -> bool:
+        try:
+            return self.recipe(str((obj.get("spec") or {}).get("recipe", ""))).openai_api
+        except RecipeNotFound:
+            return False
+
     def recipe(self, recipe_name: str) -> Recipe:
         return self.store.catalog().get(recipe_name)
 
@@ -72,6 +120,8 @@ class ServiceVerbs:
         """A new AIService in the caller's tenant; the operator runs it as a Slurm job. With no `name`, one is
         made from the recipe's name."""
         recipe = self.recipe(recipe_name)
+        if not spec_fields.get("stopped"):
+            await self.make_room(caller.tenant)
         for attempt in range(NAME_ATTEMPTS):
             manifest = aiservice_manifest(name or service_name(recipe), caller.tenant, recipe, env, resources,
                                           labels=labels, annotations=annotations, **spec_fields)
@@ -94,6 +144,152 @@ class ServiceVerbs:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def stop(self, caller: Principal, obj: dict) -> dict:
+        """Stop without deleting: spec.stopped, so that kubectl and GitOps see the same; the operator cancels
+        the job and the phase becomes stopped."""
+        self._check_visible(caller, obj)
+        return await self.store.patch("aiservices", obj, {"spec": {"stopped": True}})
+
+    async def start(self, caller: Principal, obj: dict) -> dict:
+        """Start a stopped (or ended) service: a new job. Nothing happens to one that holds a job already."""
+        self._check_visible(caller, obj)
+        if holds_job(obj) and not (obj.get("spec") or {}).get("stopped"):
+            return obj
+        return await self._act(obj, "start")
+
+    async def restart(self, caller: Principal, obj: dict) -> dict:
+        """A new job for the same service (the old one is cancelled first)."""
+        self._check_visible(caller, obj)
+        return await self._act(obj, "restart")
+
+    async def wake(self, obj: dict) -> dict:
+        """Start an on-demand service for a request, without changing its spec (it stops again when idle)."""
+        return await self._act(obj, "start", keep_spec=True)
+
+    async def _act(self, obj: dict, verb: str, keep_spec: bool = False) -> dict:
+        if not holds_job(obj) or (obj.get("spec") or {}).get("stopped"):
+            await self.make_room(obj["metadata"]["namespace"], starting=obj)
+        body: dict = {"metadata": {"annotations": {ACTION_ANNOTATION: action_value(verb)}}}
+        if not keep_spec and (obj.get("spec") or {}).get("stopped"):
+            body["spec"] = {"stopped": False}
+        return await self.store.patch("aiservices", obj, body)
+
+    # ---- limits -------------------------------------------------------------------------------------------
+
+    async def make_room(self, tenant: str, starting: dict | None = None) -> None:
+        """Before a start: within the tenant's quotas.maxRunningServices and the API's max_running_services, or
+        409 naming the limit; with the tenant's evictLeastRecentlyUsed, its least recently used idle on-demand
+        services are stopped first instead."""
+        others = [o for o in self.store.list_services() if holds_job(o) and o is not starting
+                  and key_of(o) != (key_of(starting) if starting else None)]
+        mine = [o for o in others if o["metadata"].get("namespace") == tenant]
+        quotas = self._quotas(tenant)
+        limit_words, excess = [], 0
+        if quotas.max_running_services is not None and len(mine) >= quotas.max_running_services:
+            excess = max(excess, len(mine) - quotas.max_running_services + 1)
+            limit_words.append(f"tenant {tenant} may run {quotas.max_running_services} services at once "
+                               "(its quotas.maxRunningServices)")
+        cluster_limit = self.state.settings.max_running_services
+        if cluster_limit is not None and len(others) >= cluster_limit:
+            excess = max(excess, len(others) - cluster_limit + 1)
+            limit_words.append(f"at most {cluster_limit} services may run at once in all "
+                               "(the API's max_running_services)")
+        if not limit_words:
+            return
+        victims = self._eviction_candidates(mine)[:excess] if quotas.evict_least_recently_used else []
+        if len(victims) < excess:
+            raise Conflict(f"Maximum number of running services reached: {'; and '.join(limit_words)}. Stop a "
+                           "service first" + ("" if quotas.evict_least_recently_used else
+                                              ", or enable evictLeastRecentlyUsed for the tenant") + ".")
+        for victim in victims:
+            await self.store.patch("aiservices", victim,
+                                   {"metadata": {"annotations": {ACTION_ANNOTATION: action_value("evict")}}})
+
+    def _eviction_candidates(self, running: list[dict]) -> list[dict]:
+        """Idle on-demand services (no request in flight here), least recently used first."""
+        traffic = self.state.traffic
+        idle = [o for o in running if (o.get("spec") or {}).get("onDemand") and not traffic.in_flight.get(key_of(o))]
+        return sorted(idle, key=traffic.last_use)
+
+    def _quotas(self, tenant: str) -> TenantQuotas:
+        found = self.store.tenant_for(tenant)
+        try:
+            return TenantQuotas.model_validate(((found or {}).get("spec") or {}).get("quotas") or {})
+        except ValueError:
+            return TenantQuotas()
+
+    # ---- requests that wait for a service -----------------------------------------------------------------
+
+    async def ready_endpoint(self, obj: dict, *, on_demand: bool = True) -> tuple[dict, str]:
+        """The service and its endpoint once it takes requests. A stopped on-demand service is started; one that
+        is queued or starting is waited for, up to its start timeout; then ServiceNotAvailable says where it is,
+        with a Retry-After from Slurm's expected start or the recipe's start-up grace."""
+        endpoint, why, _ = availability(obj)
+        if endpoint:
+            return obj, endpoint
+        spec = obj.get("spec") or {}
+        phase = phase_of(obj)
+        woken = None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            raise ServiceNotAvailable(why, retry_after=None, status=self.where(obj).details)
+        if phase is not None and phase.finished:
+            if not (on_demand and spec.get("onDemand")):
+                raise ServiceNotAvailable(f"{why}. It does not start on demand: start it first.", retry_after=None,
+                                          status=self.where(obj).details)
+            woken = (await self.wake(obj))["metadata"]["annotations"][ACTION_ANNOTATION]
+        timeout = spec.get("startTimeoutSeconds") or self.state.settings.start_timeout_seconds
+        deadline = time.monotonic() + timeout
+        namespace, name = key_of(obj)
+        while True:
+            current = self.store.service(namespace, name)
+            if current is None:
+                raise NotFound(f"Service {name} was deleted")
+            obj = current
+            endpoint, why, may_come_up = availability(obj)
+            if endpoint:
+                return obj, endpoint
+            acted = woken is None or (obj.get("status") or {}).get("observedAction") == woken
+            phase = phase_of(obj)
+            if acted and (not may_come_up or (phase is not None and phase.finished)):
+                raise ServiceNotAvailable(why, retry_after=None, status=self.where(obj).details)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                where = self.where(obj, woken=woken is not None and not acted)
+                raise ServiceNotAvailable(where.message, retry_after=where.retry_after, status=where.details)
+            await self.store.service_changed.wait(left)
+
+    def where(self, obj: dict, woken: bool = False) -> Where:
+        """Where a service is on its way to ready: phase, Slurm's pending reason and expected start. woken: a
+        start was asked for and the operator has not acted on it yet."""
+        status = obj.get("status") or {}
+        name = obj["metadata"]["name"]
+        phase = "pending" if woken else status.get("phase") or "pending"
+        details = {"service": name, "phase": phase, "job_id": status.get("jobId"),
+                   "pending_reason": status.get("pendingReason"), "expected_start": status.get("expectedStart"),
+                   "message": status.get("message")}
+        details = {k: v for k, v in details.items() if v is not None}
+        retry = self.state.settings.retry_after_seconds
+        if phase == "pending":
+            expected = parse_rfc3339(status.get("expectedStart"))
+            if expected is not None:
+                retry = max(1, int(expected - time.time()))
+            words = f"Service {name} is being started (on demand)" if woken else f"Service {name} is queued by Slurm"
+            if status.get("pendingReason"):
+                words += f" (reason: {status['pendingReason']})"
+            if status.get("expectedStart"):
+                words += f"; Slurm expects it to start at {status['expectedStart']}"
+        elif phase in ("building", "starting"):
+            try:
+                retry = self.recipe(str((obj.get("spec") or {}).get("recipe", ""))).startup_grace_seconds
+            except RecipeNotFound:
+                pass
+            words = f"Service {name} is {phase}: {status.get('message') or 'not ready yet'}"
+        else:
+            words = f"Service {name} is {phase}" + (f": {status['message']}" if status.get("message") else "")
+            if phase_of(obj) is not None and phase_of(obj).finished:
+                retry = None
+        return Where(words, retry, details)
 
     def _check_visible(self, caller: Principal, obj: dict) -> None:
         if not caller.sees(obj["metadata"].get("namespace", "")):

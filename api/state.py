@@ -17,12 +17,14 @@ from aifactory.api.config import ApiSettings
 from aifactory.api.identity.principal import Authenticator, FailureThrottle, Principal
 from aifactory.api.kube import api_client
 from aifactory.api.store import Store
+from aifactory.api.traffic import Traffic
 from aifactory.clusters import Cluster, ClusterNotReady, ClusterRegistry, secret_reader
 from aifactory.models import Role, SlurmClusterSpec
 
 log = logging.getLogger(__name__)
 
 LAST_USED_FLUSH_SECONDS = 60.0
+TRAFFIC_FLUSH_TICK = 2.0  # how often to look for services whose use is due to be written
 
 
 @dataclass
@@ -37,6 +39,8 @@ class ApiState:
     _trainings: object | None = None
     _registries: object | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
+    _keys_flushed: float = field(default_factory=time.monotonic)
 
     @property
     def store(self) -> Store:
@@ -129,6 +133,7 @@ class ApiState:
         self.store  # start watching at once, not at the first request  # noqa: B018
         if self.settings.auth:
             self._tasks.append(asyncio.create_task(self._bootstrap_then_flush(), name="aifactory-key-last-used"))
+        self._tasks.append(asyncio.create_task(self._flush_traffic_now_and_then(), name="aifactory-traffic"))
 
     async def _bootstrap_then_flush(self) -> None:
         from aifactory.api.identity import admin
@@ -154,9 +159,54 @@ class ApiState:
             except Exception as exc:  # noqa: BLE001  (a key deleted meanwhile, the apiserver away: next time)
                 log.debug("last use of key %s not recorded: %s", key_id, exc)
 
+    async def _flush_traffic_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(TRAFFIC_FLUSH_TICK)
+            await self.flush_traffic()
+
+    async def flush_traffic(self, everything: bool = False) -> None:
+        """Write services' last request and usage back to their status (each at most once per its resolution),
+        and keys' usage once a minute."""
+        store = self.store
+
+        def idle_timeout(key):
+            return ((store.service(*key) or {}).get("spec") or {}).get("idleTimeoutMinutes")
+
+        due = list(self.traffic.unwritten_services) if everything else self.traffic.services_due(idle_timeout)
+        for key in due:
+            obj = store.service(*key)
+            if obj is None:
+                self.traffic.take_service(key)
+                continue
+            when, tally = self.traffic.take_service(key)
+            body = {"usage": tally.over((obj.get("status") or {}).get("usage"))}
+            if when is not None:
+                body["lastRequest"] = utc_stamp(when)
+            try:
+                await store.patch("aiservices", obj, {"status": body}, status=True)
+            except Exception as exc:  # noqa: BLE001  (the apiserver away, the service deleted: next time)
+                self.traffic.untake_service(key, tally)
+                log.debug("use of service %s/%s not recorded: %s", *key, exc)
+        if everything or time.monotonic() - self._keys_flushed >= LAST_USED_FLUSH_SECONDS:
+            self._keys_flushed = time.monotonic()
+            for key_id, tally in self.traffic.take_keys().items():
+                obj = store.keys.named(key_id)
+                if obj is None:
+                    continue
+                try:
+                    await store.patch("apikeys", obj, {"status": {"usage": tally.over(
+                        (obj.get("status") or {}).get("usage"))}}, status=True)
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("usage of key %s not recorded: %s", key_id, exc)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._store is not None and (self.traffic.unwritten_services or self.traffic.unwritten_keys):
+            try:
+                await asyncio.wait_for(self.flush_traffic(everything=True), 5)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("gateway usage not written at shutdown: %s", exc)
         if self._identity is not None and self._identity.last_used:
             await asyncio.wait_for(self.flush_last_used(), 5)
         if self._http is not None:

@@ -43,6 +43,7 @@ class Informer:
         self._watch: watch.Watch | None = None
         self.synced = threading.Event()
         self.changes = 0  # counts every change to the cache, so readers can keep what they made of it
+        self.on_change: Callable[[], None] | None = None  # called (in the watch's thread) after each change
         self.last_error: str | None = None
         self.missing = False  # the kind is not installed (its CRD is missing)
 
@@ -66,6 +67,7 @@ class Informer:
             if old is None or _version(old) < _version(obj):
                 self._set(obj)
                 self.changes += 1
+        self._changed()
 
     def drop(self, obj: dict) -> None:
         """Forget an object this process just deleted (the watch will say so too)."""
@@ -73,6 +75,11 @@ class Informer:
             if self._objects.pop(self.key(obj), None) is not None:
                 self._by_name.pop(self.key(obj)[1], None)
                 self.changes += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _set(self, obj: dict) -> None:
         self._objects[self.key(obj)] = obj
@@ -129,6 +136,7 @@ class Informer:
             self._objects = {self.key(o): o for o in answer.get("items") or []}
             self._by_name = {self.key(o)[1]: o for o in self._objects.values()}
             self.changes += 1
+        self._changed()
         self.missing, self.last_error = False, None
         self.synced.set()
         return answer["metadata"]["resourceVersion"]
@@ -152,6 +160,7 @@ class Informer:
                 else:
                     self._set(obj)
                 self.changes += 1
+            self._changed()
         return version
 
 
@@ -164,6 +173,37 @@ def _version(obj: dict) -> int:
 
 class KubeUnavailable(Exception):
     """The Kubernetes API has not answered the first list yet."""
+
+
+class ChangeSignal:
+    """Wakes the coroutines waiting for a change (of any service): fired from the watch's thread, awaited in
+    the event loop. A held request waits on it instead of polling."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._lock = threading.Lock()
+
+    def fire(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next change, or timeout seconds."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(future, max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 # The kinds the API watches: plural -> (cluster-scoped, may be missing). Every AIService of every namespace is
@@ -204,6 +244,9 @@ class Store:
         self.trainings = self.informers["trainingruns"]
         self._catalog = Catalog()
         self._catalog_version = -1
+        self.service_changed = ChangeSignal()
+        self.services.on_change = self.service_changed.fire
+        self._routes: tuple[int, dict[tuple[str, str], dict]] = (-1, {})
 
     def start(self) -> None:
         for informer in self.informers.values():
@@ -244,6 +287,25 @@ class Store:
                 self._listings.clear()
             known = self._listings[namespace] = (version, render(self.list_services(namespace)))
         return known[1]
+
+    def service(self, namespace: str, name: str) -> dict | None:
+        with self.services._lock:
+            return self.services._objects.get((namespace, name))
+
+    def routes(self) -> dict[tuple[str, str], dict]:
+        """(namespace, model) -> AIService, for routing by model: each service's name, then the model ids it
+        serves (status.models); rebuilt once per change of the watch cache."""
+        version = self.services.changes
+        if self._routes[0] != version:
+            table: dict[tuple[str, str], dict] = {}
+            services = sorted(self.services.objects(), key=created_order)
+            for obj in services:
+                for model in (obj.get("status") or {}).get("models") or ():
+                    table.setdefault((obj["metadata"].get("namespace", ""), str(model)), obj)
+            for obj in services:  # a service's own name comes before any served model id
+                table[(obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))] = obj
+            self._routes = (version, table)
+        return self._routes[1]
 
     def slurm_cluster(self, name: str) -> dict | None:
         return self.clusters.named(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,10 @@ from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from aifactory.lifecycle import (
+    ACTION_ANNOTATION,
+    Step,
+    idle_step,
+    next_step,
     ServiceRef,
     SpecError,
     conditions_for,
@@ -71,6 +76,8 @@ def _reachable_condition(cluster: Cluster | None) -> list[Condition]:
 def _status(phase: Phase, reason: str, message: str, meta: Any, status: dict, cluster: Cluster | None = None,
             extra: list[Condition] = (), **fields: Any) -> dict[str, Any]:
     out = {"phase": phase.value, "message": message or None, "observedGeneration": meta.get("generation"), **fields}
+    if phase is not Phase.pending:
+        out.update(pendingReason=None, expectedStart=None)
     out["conditions"] = conditions_for(phase, reason, message, meta.get("generation"), status.get("conditions"),
                                        [*_reachable_condition(cluster), *extra])
     return out
@@ -119,7 +126,7 @@ def _attempts_wire(attempts: list[Attempt]) -> list[dict]:
 
 
 async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
-                 tenants: Any = None, why: str = "Created") -> None:
+                 tenants: Any = None, why: str = "Created", step: Step | None = None) -> None:
     """Submit the service's job (or adopt the live one a submit before a restart left), as a new attempt."""
     try:
         parsed = AIServiceSpec.model_validate(dict(spec))
@@ -167,31 +174,118 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
         return _fail(body, patch, meta, status, "SubmitRejected", f"Slurm rejected the job: {exc}")
     cluster.poller.wake()
     message = f"{verb} Slurm job {job_id} on cluster {parsed.cluster}"
+    if step is not None and step.message:
+        message = f"{step.message}: {message}"
     attempts = started(parse_attempts(status.get("attempts")), job_id, parsed.cluster, why)
     patch.status.update(_status(Phase.pending, verb, message, meta, status, cluster, jobId=job_id,
                                 slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
                                 expectedStart=None, nextAttemptTime=None, attempts=_attempts_wire(attempts)))
-    kopf.info(body, reason=verb, message=message)
+    kopf.info(body, reason=step.reason if step is not None and step.message else verb, message=message)
+
+
+def _known_phase(status: Any) -> Phase | None:
+    """The phase, or None for a service that never got a job (just created, or waiting to submit one). A service
+    waiting to be restarted after a failure (nextAttemptTime) counts as pending."""
+    phase = _phase(status)
+    if not status.get("jobId") and not phase.finished and not status.get("nextAttemptTime"):
+        return None
+    return phase
+
+
+# Why a job was submitted, in the words of status.attempts[].startedBy.
+_STARTED_BY = {"Submitted": "Created", "Restarted": "Restart", "Started": "Started", "SpecChanged": "SpecChanged"}
+
+# The actions acted on by this process, by UID: kopf may run the resume and the update handler in one cycle,
+# before either's status patch is written.
+_acted: dict[str, str] = {}
+# kopf runs a service's timer beside its event handlers, not after them: a lock per service keeps them apart, and a
+# fence (the phase and job a start or stop wrote) makes the timer skip ticks whose status snapshot predates it.
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+_fences: dict[str, tuple[str | None, str | None]] = {}
+
+
+def _fence(uid: str, status: dict, patch: kopf.Patch) -> None:
+    written = patch.status or {}
+    _fences[uid] = (written.get("phase", status.get("phase")), written.get("jobId", status.get("jobId")))
+
+
+def _fenced(uid: str, status: Any) -> bool:
+    """Whether the timer's snapshot of the status is older than the last start or stop."""
+    fence = _fences.get(uid)
+    if fence is None:
+        return False
+    if (status.get("phase"), status.get("jobId")) != fence:
+        return True
+    del _fences[uid]
+    return False
+
+
+async def _reconcile(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch, tenants: Any,
+                     old_spec: Any = None) -> None:
+    """Start, stop or leave the service, as aifactory.lifecycle.next_step decides."""
+    status = dict(status)
+    try:
+        parsed = AIServiceSpec.model_validate(dict(spec))
+        before = AIServiceSpec.model_validate(dict(old_spec)) if old_spec is not None else None
+    except ValidationError as exc:
+        return _fail(body, patch, meta, status, "InvalidSpec", f"invalid spec: {exc}")
+    action = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+    observed_action = _acted.get(uid) or status.get("observedAction")
+    phase = _known_phase(status)
+    step = next_step(parsed, phase, action=action, observed_action=observed_action, old_spec=before)
+    async with _locks[uid]:
+        if step.kind == "start":
+            if phase is not None:
+                # Never adopt the job being replaced: it must have ended before the new one is submitted.
+                replaced = await _cancel_and_confirm(spec, status, uid)
+                attempts = parse_attempts(status.get("attempts"))
+                if replaced is not None:
+                    attempts = observed(attempts, replaced, "Replaced")
+                patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None,
+                                     "restartCount": None, "nextAttemptTime": None})
+                status = {"conditions": status.get("conditions"), "attempts": _attempts_wire(attempts)}
+            await _start(body, spec, meta, status, uid, patch, tenants, why=_STARTED_BY.get(step.reason, step.reason),
+                         step=step)
+        elif step.kind == "stop":
+            await _stop(body, spec, meta, status, uid, patch, step)
+        if step.kind != "none":
+            _fence(uid, status, patch)
+    if action and action != observed_action:
+        _acted[uid] = action
+        patch.status["observedAction"] = action
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
                            tenant_by_namespace: kopf.Index, **_) -> None:
-    if status.get("jobId") or _phase(status).finished or status.get("nextAttemptTime"):
-        return  # already submitted (or given up on, or restarting) before a restart: the timer takes it from here
-    await _start(body, spec, meta, dict(status), uid, patch, tenant_by_namespace)
+    # A service that has its job (or has ended, or waits to be restarted) is followed by the timer; a new one
+    # is started, unless created stopped.
+    await _reconcile(body, spec, meta, status, uid, patch, tenant_by_namespace)
 
 
-@kopf.on.update(*RESOURCE, field="spec")
-async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
+@kopf.on.update(*RESOURCE)
+async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch, old: Any,
                            tenant_by_namespace: kopf.Index, **_) -> None:
-    """A changed spec means a new job: the old one is cancelled first."""
-    await _cancel_and_confirm(spec, status, uid)
-    fresh = {"conditions": status.get("conditions"), "attempts": status.get("attempts")}
-    patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None, "restartCount": None,
-                         "nextAttemptTime": None})
-    await _start(body, spec, meta, fresh, uid, patch, tenant_by_namespace, why="SpecChanged")
+    """A changed spec means a new job (the old one is cancelled first), unless only when it runs changed
+    (stopped, onDemand, idle and start timeouts, restart policy); the lifecycle.aifactory.io/action annotation
+    starts, restarts or evicts it."""
+    await _reconcile(body, spec, meta, status, uid, patch, tenant_by_namespace,
+                     old_spec=(old or {}).get("spec") or spec)
+
+
+async def _stop(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch, step: Step) -> None:
+    """Cancel the service's job (if it has one) and keep the resource, in phase stopped with the reason."""
+    cluster, message, fields = None, step.message, {}
+    if status.get("jobId") and not _phase(status).finished:
+        job = await _cancel_and_confirm(spec, status, uid)
+        cluster = registry.get(spec.get("cluster") or "default")
+        message += f"; Slurm job {status['jobId']} cancelled"
+        if job is not None:
+            fields["attempts"] = _attempts_wire(observed(parse_attempts(status.get("attempts")), job, "Stopped"))
+    patch.status.update(_status(Phase.stopped, step.reason, message, meta, status, cluster, endpoint=None,
+                                nextAttemptTime=None, **fields))
+    kopf.info(body, reason=step.reason, message=message)
 
 
 START_WATCH_SECONDS = 0.8  # within each 1 s tick of a starting service
@@ -217,6 +311,17 @@ async def _reach(cluster: Cluster, job: SlurmJob, health_path: str, probe: bool)
     return endpoint, probe and await _probe_ok(cluster.http, endpoint + health_path)
 
 
+async def _served_models(cluster: Cluster, endpoint: str) -> list[str]:
+    """The model ids an OpenAI-speaking service serves (asked once, when it becomes ready): the gateway routes
+    them to it."""
+    try:
+        answer = await cluster.http.get(f"{endpoint}/v1/models")
+        data = answer.json().get("data") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []
+    return [str(m["id"]) for m in data or () if isinstance(m, dict) and m.get("id")][:50]
+
+
 async def _probe_ok(client: httpx.AsyncClient, url: str) -> bool:
     try:
         response = await client.get(url)
@@ -235,6 +340,13 @@ def _unfinished(status: Any, **_: Any) -> bool:
 async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
                             tenant_by_namespace: kopf.Index, **_) -> None:
     """Follow the job from the cluster's poller cache (no Slurm request here) and probe the service."""
+    async with _locks[uid]:
+        if not _fenced(uid, status):
+            await _observe(body, spec, meta, status, uid, patch, tenant_by_namespace)
+
+
+async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
+                   tenant_by_namespace: kopf.Index) -> None:
     job_id = status.get("jobId")
     if _phase(status).finished:
         return
@@ -301,11 +413,19 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, uid: s
     if seen.phase.finished:
         return await _ended(body, spec, meta, status, patch, cluster, job)
 
+    if seen.phase is Phase.running and spec.get("idleTimeoutMinutes"):
+        idle = idle_step(AIServiceSpec.model_validate(dict(spec)), seen.phase, dict(status), time.time())
+        if idle.kind == "stop":
+            await _stop(body, spec, meta, dict(status), uid, patch, idle)
+            return _fence(uid, dict(status), patch)
+    served = {}
+    if seen.phase is Phase.running and not was_running and endpoint and recipe is not None and recipe.openai_api:
+        served = {"models": await _served_models(cluster, endpoint)}
     attempts = observed(parse_attempts(status.get("attempts")), job)
     wanted = _status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster, [scheduled_condition(job)],
                      jobId=job_id, slurmState=seen.slurm_state, node=seen.node, endpoint=endpoint,
                      pendingReason=seen.pending_reason, expectedStart=rfc3339(seen.expected_start),
-                     attempts=_attempts_wire(attempts))
+                     attempts=_attempts_wire(attempts), **served)
     changed = {k: v for k, v in wanted.items() if status.get(k) != v}
     if changed:
         patch.status.update(changed)
@@ -369,7 +489,8 @@ async def _ended(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch
                                 lastFailure=info, nextAttemptTime=None))
 
 
-async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) -> None:
+async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) -> SlurmJob | None:
+    """Cancel the service's live job and wait (by TemporaryError) until Slurm says it ended; the ended job."""
     try:
         cluster = registry.get(spec.get("cluster") or "default")
     except ClusterNotReady as exc:
@@ -379,28 +500,35 @@ async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) 
             # A job may have been submitted just before a restart: give the cluster a minute to connect.
             raise kopf.TemporaryError(f"waiting for the cluster to look for this service's job: {exc}",
                                       delay=5) from exc
-        return
+        return None
     try:
         job_id = status.get("jobId")
         if not job_id:
             # Submitted but not yet recorded (the operator stopped in between): find it by its tag.
             job = await _find_live_job(cluster, uid)
             if job is None:
-                return
+                return None
             job_id = job.job_id
         job = await cluster.bridge.job(job_id)
         if job is None or job.finished:
-            return
+            if job is not None:
+                cluster.poller.remember(job)  # the cache may still hold it live: a new start must not adopt it
+            return job
         await cluster.bridge.cancel(job_id)
         job = await cluster.bridge.job(job_id)
     except SlurmError as exc:
         raise kopf.TemporaryError(f"cannot cancel job: {exc}", delay=5) from exc
+    if job is not None:
+        cluster.poller.remember(job)
     cluster.poller.wake()
     if job is not None and not job.finished:
         raise kopf.TemporaryError(f"waiting for Slurm to confirm that job {job_id} ended ({job.state})", delay=1)
+    return job
 
 
 @kopf.on.delete(*RESOURCE)
 async def aiservice_delete(spec: Any, status: Any, uid: str, retry: int, **_) -> None:
     """The finalizer: the resource goes only once Slurm confirms the job ended."""
     await _cancel_and_confirm(spec, status, uid, retry)
+    for memo in (_acted, _locks, _fences):
+        memo.pop(uid, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from enum import Enum
 from functools import cache
 from typing import Any, Literal
 
@@ -80,6 +81,16 @@ def _status_of(obj: dict) -> AIServiceStatus:
         return AIServiceStatus()
 
 
+# The seed API's seven status values: it knows no `stopped`, and a stopped service's job was cancelled.
+SeedPhase = Enum("SeedPhase", {p.name: p.value for p in Phase if p is not Phase.stopped}, type=str)
+
+
+def seed_phase(phase: Phase | None) -> SeedPhase:
+    if phase is None:
+        return SeedPhase.pending
+    return SeedPhase.cancelled if phase is Phase.stopped else SeedPhase(phase.value)
+
+
 def _message(obj: dict, status: AIServiceStatus) -> str | None:
     if obj.get("metadata", {}).get("deletionTimestamp") and not (status.phase and status.phase.finished):
         return "Stopping: waiting for Slurm to confirm that the job ended"
@@ -87,7 +98,7 @@ def _message(obj: dict, status: AIServiceStatus) -> str | None:
 
 
 class ServiceStatusResponse(BaseModel):
-    status: Phase = Field(..., description=AIServiceStatus.model_fields["phase"].description)
+    status: SeedPhase = Field(..., description=AIServiceStatus.model_fields["phase"].description)
     slurm_state: str | None = Field(None, description=AIServiceStatus.model_fields["slurm_state"].description)
     job_id: str | None = Field(None, description=AIServiceStatus.model_fields["job_id"].description)
     node: str | None = Field(None, description=AIServiceStatus.model_fields["node"].description)
@@ -105,7 +116,7 @@ class ServiceStatusResponse(BaseModel):
     @classmethod
     def of(cls, obj: dict) -> "ServiceStatusResponse":
         status = _status_of(obj)
-        return cls(status=status.phase or Phase.pending, slurm_state=status.slurm_state, job_id=status.job_id,
+        return cls(status=seed_phase(status.phase), slurm_state=status.slurm_state, job_id=status.job_id,
                    node=status.node, message=_message(obj, status), pending_reason=status.pending_reason,
                    expected_start=status.expected_start,
                    last_failure=_wire_of(ServiceFailure, status.last_failure), restart_count=status.restart_count,
@@ -118,7 +129,7 @@ class ServiceResponse(BaseModel):
     name: str = Field(..., description="The AIService name.")
     namespace: str = Field(..., description="The AIService namespace.")
     recipe_name: str = Field(..., description=AIServiceSpec.model_fields["recipe"].description)
-    status: Phase = Field(..., description=AIServiceStatus.model_fields["phase"].description)
+    status: SeedPhase = Field(..., description=AIServiceStatus.model_fields["phase"].description)
     config: ServiceConfig
     created_at: str | None = Field(None, description="When the AIService was created (RFC 3339).")
     job_id: str | None = Field(None, description=AIServiceStatus.model_fields["job_id"].description)
@@ -141,7 +152,7 @@ class ServiceResponse(BaseModel):
         if not owner:
             config = config.model_copy(update={"environment": visible_env(config.environment, owner)})
         return cls(id=meta.get("name", ""), name=meta.get("name", ""), namespace=meta.get("namespace", ""),
-                   recipe_name=str(spec.get("recipe", "")), status=status.phase or Phase.pending,
+                   recipe_name=str(spec.get("recipe", "")), status=seed_phase(status.phase),
                    config=config, created_at=meta.get("creationTimestamp"), job_id=status.job_id,
                    node=status.node, endpoint=status.endpoint, slurm_state=status.slurm_state,
                    message=_message(obj, status), pending_reason=status.pending_reason,
@@ -179,7 +190,7 @@ class VllmService(BaseModel):
     name: str
     recipe_name: str
     endpoint: str | None = None
-    status: Phase
+    status: SeedPhase
 
 
 class VllmServicesResponse(BaseModel):

@@ -177,3 +177,92 @@ def test_scheduled_is_true_once_the_job_runs_and_pending_fields_go():
     # A running job's start_time is when it started, never an expected start.
     assert running.expected_start is None
     assert scheduled_condition(job("CANCELLED")).status == "False"  # cancelled while queued: never ran
+
+
+# ---- stop, start, restart, on demand, idle ----------------------------------------------------------------------
+
+from aifactory.lifecycle import (  # noqa: E402
+    action_value,
+    action_verb,
+    idle_step,
+    last_use_resolution,
+    next_step,
+)
+
+RUNNING_SPEC = AIServiceSpec(recipe="x/y")
+
+
+def test_a_new_service_starts_unless_created_stopped():
+    assert next_step(RUNNING_SPEC, None).kind == "start"
+    assert next_step(AIServiceSpec(recipe="x/y", stopped=True), None).kind == "stop"
+    assert next_step(AIServiceSpec(recipe="x/y", stopped=True, on_demand=True), None).kind == "stop"
+
+
+def test_stopping_by_spec_cancels_a_live_job_and_starting_again_makes_a_new_one():
+    stopped = AIServiceSpec(recipe="x/y", stopped=True)
+    step = next_step(stopped, Phase.running, old_spec=RUNNING_SPEC)
+    assert (step.kind, step.reason) == ("stop", "Stopped")
+    assert next_step(stopped, Phase.stopped, old_spec=stopped).kind == "none"
+    assert next_step(RUNNING_SPEC, Phase.stopped, old_spec=stopped).kind == "start"
+    # A finished service that is stopped reads stopped too.
+    assert next_step(stopped, Phase.completed, old_spec=RUNNING_SPEC).kind == "stop"
+
+
+def test_a_changed_spec_means_a_new_job_but_not_a_change_of_when_it_runs():
+    changed = AIServiceSpec(recipe="x/y", env={"A": "1"})
+    assert next_step(changed, Phase.running, old_spec=RUNNING_SPEC).reason == "SpecChanged"
+    scheduling = AIServiceSpec(recipe="x/y", on_demand=True, idle_timeout_minutes=5, start_timeout_seconds=30)
+    assert next_step(scheduling, Phase.running, old_spec=RUNNING_SPEC).kind == "none"
+    # An idle-stopped service keeps resting when its spec changes: the next start uses the new spec.
+    assert next_step(changed, Phase.stopped, old_spec=RUNNING_SPEC).kind == "none"
+
+
+def test_actions_are_acted_on_once():
+    restart = action_value("restart")
+    assert action_verb(restart) == "restart"
+    assert next_step(RUNNING_SPEC, Phase.running, action=restart).reason == "Restarted"
+    assert next_step(RUNNING_SPEC, Phase.running, action=restart, observed_action=restart).kind == "none"
+    start = action_value("start")
+    assert next_step(RUNNING_SPEC, Phase.stopped, action=start).kind == "start"
+    assert next_step(RUNNING_SPEC, Phase.running, action=start).kind == "none"  # already running
+    evict = action_value("evict")
+    assert (next_step(RUNNING_SPEC, Phase.running, action=evict).reason) == "Evicted"
+    assert next_step(RUNNING_SPEC, Phase.stopped, action=evict).kind == "none"
+    with pytest.raises(ValueError):
+        action_value("delete")
+
+
+def test_on_demand_wakes_a_service_stopped_by_spec_but_a_plain_stopped_one_stays_stopped():
+    start = action_value("start")
+    resting = AIServiceSpec(recipe="x/y", stopped=True, on_demand=True)
+    assert next_step(resting, Phase.stopped, action=start).kind == "start"
+    assert next_step(AIServiceSpec(recipe="x/y", stopped=True), Phase.stopped, action=start).kind == "none"
+    # Found running at a restart of the operator: woken by a request, it runs until idle.
+    assert next_step(resting, Phase.running).kind == "none"
+    assert next_step(AIServiceSpec(recipe="x/y", stopped=True), Phase.running).kind == "stop"
+
+
+def _running_since(seconds_ago: float, now: float, last_request_ago: float | None = None) -> dict:
+    from datetime import datetime, timezone
+
+    def stamp(ago):
+        return datetime.fromtimestamp(now - ago, timezone.utc).isoformat().replace("+00:00", "Z")
+    status = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp(seconds_ago)}]}
+    if last_request_ago is not None:
+        status["lastRequest"] = stamp(last_request_ago)
+    return status
+
+
+def test_idle_timeout_counts_from_the_last_request_or_readiness_with_the_recording_resolution():
+    now = 1_800_000_000.0
+    spec = AIServiceSpec(recipe="x/y", idle_timeout_minutes=1, on_demand=True)
+    slack = last_use_resolution(1)
+    assert slack == 15.0 and last_use_resolution(None) == 60.0 and last_use_resolution(60) == 60.0
+    assert idle_step(spec, Phase.running, _running_since(300, now, 60 + slack - 1), now).kind == "none"
+    step = idle_step(spec, Phase.running, _running_since(300, now, 60 + slack + 1), now)
+    assert (step.kind, step.reason) == ("stop", "Idle") and "a request starts it again" in step.message
+    assert idle_step(spec, Phase.running, _running_since(30, now), now).kind == "none"  # ready 30 s ago
+    assert idle_step(spec, Phase.running, _running_since(100, now), now).kind == "stop"
+    assert idle_step(spec, Phase.pending, _running_since(100, now), now).kind == "none"
+    assert idle_step(RUNNING_SPEC, Phase.running, _running_since(10_000, now), now).kind == "none"
+
