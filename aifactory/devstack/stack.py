@@ -253,7 +253,8 @@ def env() -> None:
 def leftover_processes() -> list[tuple[int, str]]:
     """Processes that still belong to the stack: their command line or environment names its state directory
     (daemons have their configs there; Slurm jobs carry SLURM_CONF pointing into it)."""
-    marker = str(state_dir()).encode()
+    # With the separator: another stack's folder may start with the same name (dev, dev-2, ...).
+    marker = (str(state_dir()).rstrip("/") + "/").encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -47,7 +47,9 @@ def test_apptainer_recipe_goes_pending_building_starting_running(stack, services
     }
     service = services(name, f"e2e/{name}", env=env)
     seen = stack.phases_until(service, "running", timeout=120)
-    assert seen == ["pending", "building", "starting", "running"], seen
+    # A busy machine may show the job running before its script says "building": starting comes first then.
+    assert [p for i, p in enumerate(seen) if not (p == "starting" and i < seen.index("building"))] == [
+        "pending", "building", "starting", "running"], seen
 
     status = stack.get(service)["status"]
     models = httpx.get(f"{status['endpoint']}/v1/models", timeout=10).json()
