@@ -51,5 +51,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     def phases() -> Counter[str]:
         return Counter((obj.get("status") or {}).get("phase") or "pending" for obj in state.store.list_services())
 
-    metrics.install(app, phases, dependencies=[Admin])
+    metrics.install(app, phases, dependencies=[Admin], traffic=state.traffic)
     return app

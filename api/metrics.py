@@ -1,4 +1,5 @@
-"""GET /metrics in Prometheus' text format: requests by route and status, and services by phase.
+"""GET /metrics in Prometheus' text format: requests by route and status, services by phase, and the gateway's
+requests and tokens per service and per key.
 
 Small enough to keep without a client library; the chart's optional ServiceMonitor scrapes it.
 """
@@ -9,7 +10,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.params import Depends
 
 from aifactory.models import Phase
@@ -25,17 +26,11 @@ class RequestMetrics:
         self.seconds[(method, route)] += seconds
 
 
-def _route_of(request: Request) -> str:
-    # The route's template (/api/v1/services/{service_id}), so that ids do not make one series each;
-    # the router leaves the matched route in the scope.
-    return getattr(request.scope.get("route"), "path", None) or "unmatched"
-
-
 def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
-def render(metrics: RequestMetrics, phases: Counter[str]) -> str:
+def render(metrics: RequestMetrics, phases: Counter[str], traffic=None) -> str:
     lines = ["# HELP aifactory_api_requests_total HTTP requests answered, by route and status.",
              "# TYPE aifactory_api_requests_total counter"]
     for (method, route, status), count in sorted(metrics.requests.items()):
@@ -49,20 +44,57 @@ def render(metrics: RequestMetrics, phases: Counter[str]) -> str:
               "# TYPE aifactory_services gauge"]
     for phase in Phase:
         lines.append(f'aifactory_services{{phase="{phase.value}"}} {phases.get(phase.value, 0)}')
+    if traffic is not None:
+        lines += ["# HELP aifactory_gateway_requests_total Requests the gateway forwarded, by service.",
+                  "# TYPE aifactory_gateway_requests_total counter"]
+        for (namespace, name), tally in sorted(traffic.services.items()):
+            lines.append(f'aifactory_gateway_requests_total{{namespace="{_label(namespace)}",'
+                         f'service="{_label(name)}"}} {tally.requests}')
+        lines += ["# HELP aifactory_gateway_tokens_total Tokens the services reported (usage), by service and kind.",
+                  "# TYPE aifactory_gateway_tokens_total counter"]
+        for (namespace, name), tally in sorted(traffic.services.items()):
+            for kind, count in (("prompt", tally.prompt_tokens), ("completion", tally.completion_tokens)):
+                lines.append(f'aifactory_gateway_tokens_total{{namespace="{_label(namespace)}",'
+                             f'service="{_label(name)}",kind="{kind}"}} {count}')
+        lines += ["# HELP aifactory_gateway_key_tokens_total Tokens the services reported, by API key and kind.",
+                  "# TYPE aifactory_gateway_key_tokens_total counter"]
+        for (tenant, key_id), tally in sorted(traffic.keys.items()):
+            for kind, count in (("prompt", tally.prompt_tokens), ("completion", tally.completion_tokens)):
+                lines.append(f'aifactory_gateway_key_tokens_total{{tenant="{_label(tenant)}",key="{_label(key_id)}",'
+                             f'kind="{kind}"}} {count}')
     return "\n".join(lines) + "\n"
 
 
-def install(app: FastAPI, phases: Callable[[], Counter[str]], dependencies: list[Depends] = ()) -> None:
-    metrics = RequestMetrics()
+class CountRequests:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware would copy every streamed answer through a queue)."""
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
+    def __init__(self, app, metrics: RequestMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
-        response = await call_next(request)
-        metrics.observe(request.method, _route_of(request), response.status_code,
-                        time.perf_counter() - started)
-        return response
+        status = 500
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+
+
+def install(app: FastAPI, phases: Callable[[], Counter[str]], dependencies: list[Depends] = (),
+            traffic=None) -> None:
+    metrics = RequestMetrics()
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False, dependencies=list(dependencies))
     def prometheus_metrics() -> Response:
-        return Response(render(metrics, phases()), media_type="text/plain; version=0.0.4")
+        return Response(render(metrics, phases(), traffic), media_type="text/plain; version=0.0.4")

@@ -6,7 +6,7 @@ answers at once with deterministic text. It is not an AI service.
 
 Run:
     python -m aifactory.servers.openai_test_server --port 8000 \
-        [--model NAME] [--no-chat-template] [--startup-delay SECONDS]
+        [--model NAME] [--no-chat-template] [--startup-delay SECONDS] [--chunk-delay SECONDS]
 
 Behaviour:
   * The reply is "echo:" followed by the prompt's words (for chat: the last user
@@ -19,18 +19,21 @@ Behaviour:
     whose tokenizer has no chat template; /v1/completions still works.
   * --startup-delay S: for S seconds after start, /health and the /v1 endpoints answer
     503, as a real server does while it loads its weights.
+  * --chunk-delay S: a stream sleeps S seconds before each chunk after the first, like a model generating
+    tokens (a client can see chunks arrive before the answer is complete).
   * Errors use vLLM's shape: {"object": "error", "message", "type", "param", "code"}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -110,7 +113,7 @@ def _sse(obj: Any) -> str:
 
 
 def create_app(model: str = DEFAULT_MODEL, *, chat_template: bool = True, startup_delay: float = 0.0,
-               clock: Callable[[], float] = time.monotonic) -> FastAPI:
+               chunk_delay: float = 0.0, clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """Build the app. `clock` is injectable so tests can step through the start-up delay without sleeping."""
     ready_at = clock() + startup_delay
     created = int(time.time())
@@ -163,14 +166,20 @@ def create_app(model: str = DEFAULT_MODEL, *, chat_template: bool = True, startu
         rid, name = f"chatcmpl-{next(ids)}", req.model or model
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_chat_stream(rid, name, out, finish, usage(prompt_tokens, len(out)),
-                                                  include_usage), media_type="text/event-stream")
+            return StreamingResponse(_paced(_chat_stream(rid, name, out, finish, usage(prompt_tokens, len(out)),
+                                                         include_usage)), media_type="text/event-stream")
         return {
             "id": rid, "object": "chat.completion", "created": int(time.time()), "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(out)},
                          "logprobs": None, "finish_reason": finish}],
             "usage": usage(prompt_tokens, len(out)),
         }
+
+    async def _paced(chunks: Iterator[str]) -> AsyncIterator[str]:
+        for i, chunk in enumerate(chunks):
+            if i and chunk_delay:
+                await asyncio.sleep(chunk_delay)
+            yield chunk
 
     def _chat_stream(rid: str, name: str, out: list[str], finish: str, use: dict[str, int],
                      include_usage: bool) -> Iterator[str]:
@@ -197,7 +206,7 @@ def create_app(model: str = DEFAULT_MODEL, *, chat_template: bool = True, startu
         rid, name = f"cmpl-{next(ids)}", req.model or model
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_completion_stream(rid, name, replies, use, include_usage),
+            return StreamingResponse(_paced(_completion_stream(rid, name, replies, use, include_usage)),
                                      media_type="text/event-stream")
         return {
             "id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
@@ -236,13 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--startup-delay", type=float, metavar="SECONDS",
                         default=float(os.environ.get("OPENAI_TEST_STARTUP_DELAY", "0") or 0),
                         help="answer 503 for this long after start, like a model that loads slowly")
+    parser.add_argument("--chunk-delay", type=float, metavar="SECONDS",
+                        default=float(os.environ.get("OPENAI_TEST_CHUNK_DELAY", "0") or 0),
+                        help="in a stream, sleep this long before each chunk after the first")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it slows benchmarks)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("OpenAI test double serving model %s on %s:%d (chat template: %s, startup delay: %.1fs)",
              args.model, args.host, args.port, "no" if args.no_chat_template else "yes", args.startup_delay)
-    app = create_app(args.model, chat_template=not args.no_chat_template, startup_delay=args.startup_delay)
+    app = create_app(args.model, chat_template=not args.no_chat_template, startup_delay=args.startup_delay,
+                     chunk_delay=args.chunk_delay)
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
 
 

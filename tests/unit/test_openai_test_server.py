@@ -198,3 +198,15 @@ def test_real_process_with_flags(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_paced_stream_sleeps_between_chunks_and_says_the_same() -> None:
+    import time as clock
+
+    paced = TestClient(create_app("m", chunk_delay=0.05))
+    started = clock.monotonic()
+    with paced.stream("POST", "/v1/chat/completions", json={"stream": True, "messages": [
+            {"role": "user", "content": "a b"}]}) as answer:
+        text = "".join(answer.iter_text())
+    assert clock.monotonic() - started >= 0.05 * 4  # five chunks after the first one
+    assert text.count("data: ") == 6 and text.endswith("data: [DONE]\n\n")
