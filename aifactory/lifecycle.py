@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aifactory.jobscript import BIND_VAR, UID_VAR, render_job_script
-from aifactory.models import AIServiceSpec, Condition, Phase, Recipe, SlurmClusterSpec, TenantSpec
+from aifactory.models import (
+    AIServiceSpec,
+    Condition,
+    Phase,
+    Recipe,
+    SlurmClusterSpec,
+    TenantSpec,
+)
 from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob, memory_mb
 from aifactory.slurm.logs import JOB_STDERR, JOB_STDOUT
 
@@ -199,11 +206,11 @@ def startup_overdue(phase: Phase, job: SlurmJob, grace_seconds: int | None, now:
 def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(int(epoch), timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(int(epoch), UTC).isoformat().replace("+00:00", "Z")
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def conditions_for(phase: Phase, reason: str, message: str, generation: int | None,
@@ -259,7 +266,7 @@ SCHEDULING_FIELDS = frozenset({"stopped", "on_demand", "idle_timeout_minutes", "
 def action_value(verb: str, when: datetime | None = None) -> str:
     if verb not in ACTION_VERBS:
         raise ValueError(f"unknown action {verb!r}")
-    stamp = (when or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{verb}@{stamp}"
 
 
@@ -334,7 +341,7 @@ def parse_rfc3339(text: str | None) -> float | None:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 def ready_since(conditions: list[dict] | None) -> float | None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from aifactory import __version__
-from aifactory.api import errors, lmstack, metrics, openai, seed, training
+from aifactory.api import errors, llamactl, lmstack, metrics, openai, seed, training
 from aifactory.api.config import ApiSettings
 from aifactory.api.deps import Admin
 from aifactory.api.identity import routes as identity
@@ -44,9 +44,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for prefix in training.PREFIXES:
         faces.add(prefix, training.render_error)
     faces.add("/v1/", openai.render_error)
+    for prefix in llamactl.PREFIXES:
+        faces.add(prefix, llamactl.render_error)
     for router in (*seed.ROUTERS, *lmstack.ROUTERS, *training.ROUTERS, identity.router):
         app.include_router(router)
     openai.install(app)
+    llamactl.install(app)
 
     def phases() -> Counter[str]:
         return Counter((obj.get("status") or {}).get("phase") or "pending" for obj in state.store.list_services())

@@ -33,6 +33,8 @@ class ApiSettings(BaseSettings):
     max_running_services: int | None = Field(
         None, ge=0, description="Most services of all tenants that may hold a Slurm job at once; a start over it "
         "answers 409 (or evicts, for tenants with evictLeastRecentlyUsed). Unset: no such limit.")
+    llamactl_default_recipe: str = Field(
+        "inference/llama-cpp", description="The recipe of a llamactl instance created without recipe or backend_type.")
     gateway_timeout: float = Field(
         600.0, gt=0, description="Seconds a request forwarded by the gateway (/v1/*, llamactl's proxy) may wait "
         "between two pieces of the service's answer.")

@@ -19,8 +19,12 @@ from typing import Any
 
 import httpx
 import orjson
-
-from aifactory.api.errors import BadRequest, ServiceNotAvailable, UpstreamError, UpstreamTimeout
+from aifactory.api.errors import (
+    BadRequest,
+    ServiceNotAvailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from aifactory.api.traffic import key_of
 
 log = logging.getLogger(__name__)

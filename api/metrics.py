@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI, Response
 from fastapi.params import Depends

@@ -11,15 +11,20 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from kubernetes.client.rest import ApiException
-
-from aifactory.api.aiservices import aiservice_manifest, availability, find_service, service_name
+from aifactory.api.aiservices import (
+    aiservice_manifest,
+    availability,
+    find_service,
+    service_name,
+)
 from aifactory.api.errors import Conflict, NotFound, ServiceNotAvailable
 from aifactory.api.identity.principal import Forbidden, Principal
 from aifactory.api.traffic import key_of
-from aifactory.lifecycle import ACTION_ANNOTATION, action_value, parse_rfc3339
-from aifactory.models import Phase, Recipe, Resources, TenantQuotas
 from aifactory.recipes import RecipeNotFound
+from kubernetes.client.rest import ApiException
+
+from aifactory.lifecycle import ACTION_ANNOTATION, action_value, parse_rfc3339
+from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, TenantQuotas
 from aifactory.slurm.jobs import SlurmJob
 
 NAME_ATTEMPTS = 3  # a clash of the random suffix is rare; a second one rarer still
@@ -144,6 +149,17 @@ class ServiceVerbs:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def update(self, caller: Principal, obj: dict, **spec_fields) -> dict:
+        """Change the spec (a merge patch of the given fields, in the model's names): a running service gets a new
+        job with it, the operator decides."""
+        self._check_visible(caller, obj)
+        body = {}
+        for name, value in spec_fields.items():
+            field = AIServiceSpec.model_fields[name]
+            body[field.alias or name] = value.wire() if hasattr(value, "wire") else value
+        AIServiceSpec.model_validate({**(obj.get("spec") or {}), **body})  # 400 (422) before Kubernetes sees it
+        return await self.store.patch("aiservices", obj, {"spec": body})
 
     async def stop(self, caller: Principal, obj: dict) -> dict:
         """Stop without deleting: spec.stopped, so that kubectl and GitOps see the same; the operator cancels

@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from kubernetes import client as k8s
-
 from aifactory.api.config import ApiSettings
 from aifactory.api.identity.principal import Authenticator, FailureThrottle, Principal
 from aifactory.api.kube import api_client
 from aifactory.api.store import Store
 from aifactory.api.traffic import Traffic
+from kubernetes import client as k8s
+
 from aifactory.clusters import Cluster, ClusterNotReady, ClusterRegistry, secret_reader
 from aifactory.models import Role, SlurmClusterSpec
 

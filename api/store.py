@@ -12,14 +12,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
-
 from aifactory.api.aiservices import created_order
 from aifactory.api.config import ApiSettings
 from aifactory.api.kube import kube_message
-from aifactory.models import GROUP, VERSION
 from aifactory.recipes import Catalog
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from aifactory.models import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class ChangeSignal:
             self._waiters.append((loop, future))
         try:
             await asyncio.wait_for(future, max(0.0, timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -14,25 +14,12 @@ from typing import Any
 
 import httpx
 import kopf
+from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
+from aifactory.operator.config import config
+from aifactory.recipes import Catalog, RecipeNotFound
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from aifactory.lifecycle import (
-    ACTION_ANNOTATION,
-    Step,
-    idle_step,
-    next_step,
-    ServiceRef,
-    SpecError,
-    conditions_for,
-    endpoint_url,
-    job_request,
-    now_rfc3339,
-    observe,
-    rfc3339,
-    scheduled_condition,
-    startup_overdue,
-)
 from aifactory.attempts import (
     JOB_LOST,
     LOG_LINES,
@@ -46,10 +33,33 @@ from aifactory.attempts import (
     started,
 )
 from aifactory.clusters import SecretMissing, read_secret_key
-from aifactory.models import GROUP, VERSION, AIServiceSpec, Attempt, Condition, Phase, Recipe, RestartSpec, TenantSpec
-from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
-from aifactory.operator.config import config
-from aifactory.recipes import Catalog, RecipeNotFound
+from aifactory.lifecycle import (
+    ACTION_ANNOTATION,
+    ServiceRef,
+    SpecError,
+    Step,
+    conditions_for,
+    endpoint_url,
+    idle_step,
+    job_request,
+    next_step,
+    now_rfc3339,
+    observe,
+    rfc3339,
+    scheduled_condition,
+    startup_overdue,
+)
+from aifactory.models import (
+    GROUP,
+    VERSION,
+    AIServiceSpec,
+    Attempt,
+    Condition,
+    Phase,
+    Recipe,
+    RestartSpec,
+    TenantSpec,
+)
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import SlurmJob
 
@@ -101,7 +111,7 @@ async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
     """
     try:
         await cluster.poller.listed(timeout=30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise SlurmUnreachable(cluster.poller.last_error or "no list of the cluster's jobs yet") from None
     job = cluster.poller.job_for_service(uid)
     return job if job is not None and not job.finished and not job.vanished else None

@@ -73,6 +73,8 @@ class ApiKeyInfo(BaseModel):
     expires_at: str | None = None
     created_at: str | None = None
     last_used: str | None = None
+    usage: dict[str, int] | None = Field(None, description="Requests and tokens (requests, promptTokens, "
+                                         "completionTokens) the gateway forwarded with this key.")
 
 
 class ApiKeyCreated(ApiKeyInfo):
@@ -144,14 +146,15 @@ class WhoAmI(BaseModel):
 
 # ---- views -----------------------------------------------------------------------------------------------
 
-def key_info(obj: dict, last_used: float | None = None) -> dict[str, Any]:
+def key_info(obj: dict, last_used: float | None = None, usage: dict | None = None) -> dict[str, Any]:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     stored = (obj.get("status") or {}).get("lastUsed")
     seen = admin.stamp(last_used) if last_used else None
     return {"id": meta.get("name"), "name": spec.get("displayName"), "prefix": spec.get("prefix"),
             "role": spec.get("role"), "tenant": meta.get("namespace"), "user_id": spec.get("owner"),
             "allowed_models": spec.get("allowedModels") or [], "expires_at": spec.get("expiresAt"),
-            "created_at": meta.get("creationTimestamp"), "last_used": max(filter(None, [stored, seen]), default=None)}
+            "created_at": meta.get("creationTimestamp"), "last_used": max(filter(None, [stored, seen]), default=None),
+            "usage": usage or (obj.get("status") or {}).get("usage")}
 
 
 def user_info(obj: dict) -> UserInfo:
@@ -176,7 +179,8 @@ def _tenant_exists(state, namespace: str) -> bool:
 async def list_api_keys(state: StateDep, store: StoreDep, caller: Caller) -> ApiKeyList:
     """The keys of the caller's tenant (an admin's: every tenant's), without the keys themselves."""
     used = state.identity.last_used
-    items = [key_info(o, used.get(o["metadata"]["name"])) for o in store.keys.objects() if _visible_key(caller, o)]
+    items = [key_info(o, used.get(o["metadata"]["name"]), state.traffic.key_usage(o)) for o in store.keys.objects()
+             if _visible_key(caller, o)]
     items.sort(key=lambda k: (k["created_at"] or "", k["id"]))
     return ApiKeyList(items=[ApiKeyInfo(**k) for k in items])
 

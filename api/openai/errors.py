@@ -6,9 +6,8 @@ that waits knows what for; Retry-After comes as a header.
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse, Response
-
 from aifactory.api.errors import ApiError, ServiceNotAvailable
+from fastapi.responses import JSONResponse, Response
 
 # The core's words -> OpenAI's error types.
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aifactory.api.deps import Caller, Inference, StateDep, StoreDep
+from aifactory.api.errors import BadRequest
+from aifactory.api.gateway import forward, header, json_object, read_body
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from starlette.routing import Match, Route
 
-from aifactory.api.deps import Caller, Inference, StateDep, StoreDep
-from aifactory.api.errors import BadRequest
-from aifactory.api.gateway import forward, header, json_object, read_body
 from aifactory.lifecycle import parse_rfc3339
 
 FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking")

@@ -42,3 +42,18 @@ def test_seed_bash_example_runs_against_the_stack(stack):
     assert '"message":"Service stopped successfully"' in out
     stack.wait_gone(service_id, 60)
     assert stack.slurm_job(job_id)["job_state"] == "CANCELLED"
+
+
+def test_llamactl_lifecycle_example_runs_against_the_stack(stack):
+    env = {**os.environ, "AIFACTORY_API_URL": API_URL, "AIFACTORY_API_KEY": stack.api_key}
+    try:
+        result = subprocess.run(["bash", "-c", example("llamactl-bash")], env=env, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        stack.kubectl("delete", "ais", "my-model", "--wait=false", "--ignore-not-found", check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert '"name":"my-model","status":"starting"' in out
+    assert '"content":"echo: Hello!"' in out and '"model":"my-echo-model"' in out
+    assert '"status":"stopping"' in out
+    stack.wait_gone("my-model", 60)

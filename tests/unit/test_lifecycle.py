@@ -1,7 +1,21 @@
 import pytest
 
-from aifactory.lifecycle import RESERVED_ENV, ServiceRef, SpecError, conditions_for, job_request, observe
-from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, SlurmClusterSpec, TenantSpec
+from aifactory.lifecycle import (
+    RESERVED_ENV,
+    ServiceRef,
+    SpecError,
+    conditions_for,
+    job_request,
+    observe,
+)
+from aifactory.models import (
+    AIServiceSpec,
+    Phase,
+    Recipe,
+    Resources,
+    SlurmClusterSpec,
+    TenantSpec,
+)
 from aifactory.slurm.jobs import JobTags, SlurmJob, memory_mb
 
 REF = ServiceRef("team", "emb", "1234-uid")
@@ -181,7 +195,9 @@ def test_scheduled_is_true_once_the_job_runs_and_pending_fields_go():
 
 # ---- stop, start, restart, on demand, idle ----------------------------------------------------------------------
 
-from aifactory.lifecycle import (  # noqa: E402
+from datetime import UTC
+
+from aifactory.lifecycle import (
     action_value,
     action_verb,
     idle_step,
@@ -243,10 +259,10 @@ def test_on_demand_wakes_a_service_stopped_by_spec_but_a_plain_stopped_one_stays
 
 
 def _running_since(seconds_ago: float, now: float, last_request_ago: float | None = None) -> dict:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def stamp(ago):
-        return datetime.fromtimestamp(now - ago, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(now - ago, UTC).isoformat().replace("+00:00", "Z")
     status = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp(seconds_ago)}]}
     if last_request_ago is not None:
         status["lastRequest"] = stamp(last_request_ago)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aifactory.api.gateway import usage_in
+
 from aifactory.lifecycle import ACTION_ANNOTATION
 from tests.unit.api.memory import fresh_default_models, make_api  # noqa: F401
 
@@ -32,8 +33,6 @@ def test_models_lists_the_services_the_key_may_use_in_openais_shape():
     assert [(m["id"], m["object"], m["owned_by"]) for m in listed["data"]] == [
         ("echo", "model", "team-a"), ("resting", "model", "team-a")]
     assert isinstance(listed["data"][0]["created"], int)
-    limited = api.store.add_key("team-a", api.store.keys.objects()[0]["spec"]["role"] and "inference",
-                                allowed_models=["demo"]) if False else None  # noqa: F841
     assert api.client.get("/v1/models/demo", headers=api.as_key(api.inference)).json()["id"] == "echo"
 
 
@@ -172,3 +171,15 @@ def test_usage_is_read_from_the_end_of_an_answer():
     assert usage_in(stream) == (7, 2)
     assert usage_in(b'{"usage": null}') is None and usage_in(b"data: [DONE]") is None
     assert usage_in(b'{"usage": {"prompt_tokens": 4, "total_tokens": 4}}') == (4, 0)  # embeddings
+
+
+def test_token_usage_is_visible_per_key_and_in_metrics():
+    api = make_api()
+    service(api, "echo", **RUNNING)
+    assert chat(api, api.inference).status_code == 200
+    keys = api.client.get("/api/api-keys", headers=api.as_key(api.admin)).json()["items"]
+    used = [k for k in keys if k["role"] == "inference"][0]
+    assert used["usage"] == {"requests": 1, "promptTokens": 2, "completionTokens": 3}
+    metrics = api.client.get("/metrics", headers=api.as_key(api.admin)).text
+    assert 'aifactory_gateway_tokens_total{namespace="team-a",service="echo",kind="completion"} 3' in metrics
+    assert f'aifactory_gateway_key_tokens_total{{tenant="team-a",key="{used["id"]}",kind="prompt"}} 2' in metrics
