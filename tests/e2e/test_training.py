@@ -353,3 +353,67 @@ def test_system_info_agrees_with_scontrol_show_node(stack):
         while (answer := reader.get("/api/v1/system/info")).status_code == 401 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert answer.status_code == 200
+
+
+def test_a_run_that_fails_says_why_in_the_trainers_words(stack, runs):
+    with stack.api() as client:
+        name = f"broken-{uuid.uuid4().hex[:4]}"
+        assert client.post("/api/v1/datasets", params={"dataset_name": name}, files={
+            "file": ("broken.csv", io.BytesIO(b"a,b,label\n1,2,0\nthree,4,1\n"), "text/csv")}).status_code == 200
+        session = client.post("/api/v1/training/start",
+                              json={**GOOD, "dataset_name": name, "epochs": 1}).json()["session_id"]
+        status = wait_state(client, session, lambda s: s["state"] in ("completed", "failed", "stopped"), what="the end")
+        assert status["state"] == "failed" and status["error_message"].startswith(f"{name}.csv is not a CSV of numbers")
+        logs = client.get(f"/api/v1/training/{session}/logs").json()
+        assert any(e["level"] == "ERROR" and "is not a CSV of numbers" in e["message"] for e in logs)
+    conditions = {c["type"]: c for c in run_json(stack, session)["status"]["conditions"]}
+    assert conditions["Stalled"]["status"] == "True" and conditions["Ready"]["status"] == "False"
+
+
+def test_uploads_and_downloads_stream_through_the_api(stack, runs, tmp_path):
+    """256 MiB up and down again: the API process never holds more than a few chunks of it."""
+    from aifactory.devstack.stack import API
+
+    size = 256 * 2**20
+    source = tmp_path / "big.pth"
+    with source.open("wb") as f:
+        for i in range(size // 2**20):
+            f.write(bytes([i % 251]) * 2**20)
+
+    def rss_mb() -> float:
+        for line in Path(f"/proc/{API.pid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    peak = [rss_mb()]
+    base = peak[0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(rss_mb())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with stack.api() as client, source.open("rb") as f:
+            client.timeout = 300
+            uploaded = client.post("/api/v1/models", params={"model_name": "stream-test"},
+                                   files={"file": ("big.pth", f, "application/octet-stream")})
+            assert uploaded.status_code == 200, uploaded.text
+            assert uploaded.json()["size_mb"] == 256.0
+            received = 0
+            with client.stream("GET", "/api/v1/models/stream-test") as response:
+                assert response.headers["content-length"] == str(size)
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+            assert received == size
+            assert client.delete("/api/v1/models/stream-test").status_code == 200
+    finally:
+        done.set()
+        sampler.join()
+    grown = max(peak) - base
+    print(f"API RSS {base:.0f} MiB before, peak {max(peak):.0f} MiB while 256 MiB went up and down")
+    assert grown < 64, f"the API grew by {grown:.0f} MiB while streaming 256 MiB"
