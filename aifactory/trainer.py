@@ -231,9 +231,13 @@ def train(config: dict, metrics_file: Path) -> dict:
     log("INFO", f"Dataset {config['dataset']}: {len(train_idx)} training and {len(val_idx)} validation samples, "
                 f"{data.classes} classes; architecture {config['architecture']} "
                 f"({sum(p.numel() for p in model.parameters())} parameters)")
+    # A GPU when the job has one (Slurm hands it over in CUDA_VISIBLE_DEVICES), else the CPUs.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    log("INFO", f"Training on {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'the CPU'}")
     x = torch.from_numpy(data.x)
     y = torch.from_numpy(data.y)
-    x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    x_train, y_train, x_val, y_val = (t.to(device) for t in (x[train_idx], y[train_idx], x[val_idx], y[val_idx]))
     loss_fn = loss_for(hp.get("loss_function", "cross_entropy"), data.classes)
     optimizer = optimizer_for(hp.get("optimizer", "adam"), model.parameters(), float(hp["learning_rate"]))
     epochs, batch = int(hp["epochs"]), int(hp["batch_size"])
@@ -277,7 +281,7 @@ def save(model, config: dict, data: Dataset, shape: tuple[int, ...], last: dict)
     if not target:
         log("WARNING", "No model registry on this cluster: the trained model is not kept")
         return
-    model.eval()
+    model.cpu().eval()  # a model that loads anywhere
     scripted = torch.jit.script(model)
     about = {"session_id": config.get("sessionId"), "architecture": config["architecture"],
              "dataset": config["dataset"], "classes": data.classes, "input_shape": list(data.x.shape[1:]),
