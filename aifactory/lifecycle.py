@@ -112,7 +112,7 @@ class Observed:
     expected_start: int | None = None  # Slurm's estimate of the start while queued (epoch seconds)
 
 
-_FAILURE_WORDS = {
+FAILURE_WORDS = {
     "TIMEOUT": "the job reached its time limit",
     "NODE_FAIL": "the node failed",
     "OUT_OF_MEMORY": "the job ran out of memory",
@@ -159,9 +159,9 @@ def observe(job: SlurmJob, healthy: bool) -> Observed:
         how = f"exit code {job.exit_code}" if not job.signal else f"signal {job.signal}"
         why = f", Slurm reason: {job.reason}" if job.reason and job.reason != "None" else ""
         return Observed(Phase.failed, shown_state, f"The job failed with {how}{why}", node, None, "JobFailed")
-    if state in _FAILURE_WORDS:
+    if state in FAILURE_WORDS:
         why = f" (Slurm reason: {job.reason})" if job.reason and job.reason != "None" else ""
-        return Observed(Phase.failed, shown_state, f"{_FAILURE_WORDS[state].capitalize()}{why}", node, None,
+        return Observed(Phase.failed, shown_state, f"{FAILURE_WORDS[state].capitalize()}{why}", node, None,
                         state.title().replace("_", ""))
     return Observed(Phase.pending, shown_state, f"Slurm reports state {shown_state}", node, None, "Unknown")
 

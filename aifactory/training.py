@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
-from aifactory.lifecycle import ServiceRef, SpecError, job_request as service_job_request, stamped
+from aifactory.lifecycle import FAILURE_WORDS, ServiceRef, SpecError, stamped
+from aifactory.lifecycle import job_request as service_job_request
 from aifactory.models import (
     AIServiceSpec, Condition, EpochMetrics, Recipe, SlurmClusterSpec, TenantSpec, TrainingRunSpec, TrainingState,
 )
@@ -134,17 +135,6 @@ def rfc3339(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_FAILED_WORDS = {
-    "TIMEOUT": "the job reached its time limit",
-    "NODE_FAIL": "the node failed",
-    "OUT_OF_MEMORY": "the job ran out of memory",
-    "BOOT_FAIL": "the node failed to boot",
-    "DEADLINE": "the job missed its deadline",
-    "PREEMPTED": "the job was preempted",
-    "SPECIAL_EXIT": "the job ended in a special exit state",
-}
-
-
 def observe(job: SlurmJob, error_line: str | None = None) -> Observed:
     """The state of a run whose job Slurm reports so. `error_line`: the trainer's last ERROR log line, if any."""
     state = job.state
@@ -172,8 +162,8 @@ def observe(job: SlurmJob, error_line: str | None = None) -> Observed:
         how = f"exit code {job.exit_code}" if not job.signal else f"signal {job.signal}"
         message = error_line or f"The job failed with {how}{f', Slurm reason: {why}' if why else ''}"
         return Observed(TrainingState.failed, "JobFailed", message, shown, node, started, ended)
-    if state in _FAILED_WORDS:
-        message = _FAILED_WORDS[state].capitalize() + (f" (Slurm reason: {why})" if why else "")
+    if state in FAILURE_WORDS:
+        message = FAILURE_WORDS[state].capitalize() + (f" (Slurm reason: {why})" if why else "")
         return Observed(TrainingState.failed, state.title().replace("_", ""), message, shown, node, started, ended)
     return Observed(TrainingState.queued, "Unknown", f"Slurm reports state {shown}", shown, node)
 

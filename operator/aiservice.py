@@ -61,7 +61,7 @@ from aifactory.models import (
     TenantSpec,
 )
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
-from aifactory.slurm.jobs import SlurmJob
+from aifactory.slurm.jobs import JobRequest, SlurmJob
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,17 @@ async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
     return job if job is not None and not job.finished and not job.vanished else None
 
 
+async def submit_or_adopt(cluster: Cluster, uid: str, request: JobRequest) -> tuple[str, str]:
+    """(job id, "Adopted") for a live job of this resource found in the poller's cache (submitted before a
+    restart), else (job id, "Submitted") for a new one, which enters the cache at once."""
+    job = await _find_live_job(cluster, uid)
+    if job is not None:
+        return job.job_id, "Adopted"
+    job_id = await cluster.bridge.submit(request)
+    cluster.poller.remember(SlurmJob(job_id=job_id, name=request.name, state="PENDING", comment=request.comment))
+    return job_id, "Submitted"
+
+
 def _tenant(tenants: Any, namespace: str) -> TenantSpec | None:
     """The Tenant of this namespace from the operator's index (None: a namespace without one)."""
     found = tenants.get(namespace) if tenants is not None else None
@@ -167,13 +178,7 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
     except SpecError as exc:
         return _fail(body, patch, meta, status, "InvalidSpec", str(exc))
     try:
-        job = await _find_live_job(cluster, uid)
-        if job is not None:
-            job_id, verb = job.job_id, "Adopted"
-        else:
-            job_id, verb = await cluster.bridge.submit(request), "Submitted"
-            cluster.poller.remember(SlurmJob(job_id=job_id, name=request.name, state="PENDING",
-                                             comment=request.comment))
+        job_id, verb = await submit_or_adopt(cluster, uid, request)
     except SlurmUnreachable as exc:
         patch.status.update({"conditions": conditions_for(
             _phase(status), "SlurmUnreachable", str(exc), meta.get("generation"),

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from aifactory.lifecycle import ServiceRef, SpecError
 from aifactory.models import GROUP, VERSION, TrainingRunSpec, TrainingState
 from aifactory.operator.aiservice import (
-    _cancel_and_confirm, _find_live_job, _reachable_condition, _tenant, catalog,
+    _cancel_and_confirm, _reachable_condition, _tenant, catalog, submit_or_adopt,
 )
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
@@ -135,13 +135,7 @@ async def _submit(body: Any, spec: TrainingRunSpec, meta: Any, status: dict, uid
     key = (namespace, name)
     _claims[key] = time.monotonic()  # before the first await: no other run of the tenant can take this slot
     try:
-        job = await _find_live_job(cluster, uid)
-        if job is not None:
-            job_id, verb = job.job_id, "Adopted"
-        else:
-            job_id, verb = await cluster.bridge.submit(request), "Submitted"
-            cluster.poller.remember(SlurmJob(job_id=job_id, name=request.name, state="PENDING",
-                                             comment=request.comment))
+        job_id, verb = await submit_or_adopt(cluster, uid, request)
     except SlurmUnreachable as exc:
         _claims.pop(key, None)
         return _write(patch, body, meta, status, TrainingState.queued, "SlurmUnreachable", str(exc), **common)
