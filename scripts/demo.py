@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from aifactory.devstack import stack as devstack
 from aifactory.devstack.kube import KubeControlPlane
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embeddings-minilm.yaml"
@@ -46,15 +47,27 @@ def main() -> int:
         return 1
 
     endpoint = status["endpoint"]
-    answer = httpx.post(f"{endpoint}/v1/embeddings", json={"input": "Hello from aifactory"}, timeout=60).json()
+    # The demo's model through the one OpenAI endpoint: by its name, with the key, as any OpenAI client calls it.
+    call = {"model": NAME, "input": "Hello from aifactory"}
+    print("[demo] through the OpenAI endpoint, by model name:")
+    print(f"  curl -s $AIFACTORY_API_URL/v1/embeddings -H \"Authorization: Bearer $AIFACTORY_API_KEY\" "
+          f"-H 'Content-Type: application/json' -d '{json.dumps(call)}'")
+    response = httpx.post(f"{devstack.API_URL}/v1/embeddings", json=call, timeout=120, trust_env=False,
+                          headers={"Authorization": f"Bearer {devstack.admin_key()}"})
+    if response.status_code != 200:
+        print(f"[demo] the OpenAI endpoint answered {response.status_code}: {response.text[:500]}", file=sys.stderr)
+        return 1
+    answer = response.json()
     dims = len(answer["data"][0]["embedding"])
-    print(f"[demo] the model answered: a {dims}-dimensional embedding\n")
+    print(f"[demo] the model answered: a {dims}-dimensional embedding ({answer['usage']['prompt_tokens']} prompt "
+          f"tokens)\n")
     print("Your embeddings service is running. Try it:\n")
     print('  eval "$(python3 -m aifactory dev env)"   # KUBECONFIG, AIFACTORY_API_URL and an admin AIFACTORY_API_KEY')
     print("  kubectl get ais")
+    print('  curl -s "$AIFACTORY_API_URL/v1/models" -H "Authorization: Bearer $AIFACTORY_API_KEY"')
+    print(f"  curl -s \"$AIFACTORY_API_URL/v1/embeddings\" -H \"Authorization: Bearer $AIFACTORY_API_KEY\" "
+          f"-H 'Content-Type: application/json' -d '{json.dumps(call)}'")
     print('  curl -s "$AIFACTORY_API_URL/api/v1/services" -H "Authorization: Bearer $AIFACTORY_API_KEY"')
-    print(f"  curl -s {endpoint}/v1/models")
-    print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{{\"input\": \"Hello\"}}'")
     print(f"\n  kubectl delete ais {NAME}     # cancels the Slurm job")
     print("  python3 -m aifactory dev down  # stops the whole local stack")
     return 0
