@@ -42,6 +42,7 @@ class StackAccess:
     api_url: str
     token: str = field(repr=False)  # a slurmrestd JWT: never printed
     slurm_env: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)  # the stack's admin key: never printed
 
     @classmethod
     def from_dev_env(cls) -> StackAccess:
@@ -52,10 +53,11 @@ class StackAccess:
             if line.startswith("export ") and "=" in line:
                 key, value = line[len("export "):].split("=", 1)
                 values[key] = value
-        known = {"KUBECONFIG", "SLURMRESTD_URL", "AIFACTORY_API_URL", "SLURM_JWT"}
+        known = {"KUBECONFIG", "SLURMRESTD_URL", "AIFACTORY_API_URL", "SLURM_JWT", "AIFACTORY_API_KEY"}
         return cls(kubeconfig=values["KUBECONFIG"], slurm_url=values["SLURMRESTD_URL"],
                    api_url=values.get("AIFACTORY_API_URL", "http://127.0.0.1:8001"), token=values["SLURM_JWT"],
-                   slurm_env={k: v for k, v in values.items() if k not in known})
+                   slurm_env={k: v for k, v in values.items() if k not in known},
+                   api_key=values.get("AIFACTORY_API_KEY"))
 
 
 class BareSlurm:

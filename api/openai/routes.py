@@ -103,5 +103,6 @@ class GatewayRoute(Route):
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
-    for path in FORWARDED_PATHS:
-        app.router.routes.append(GatewayRoute(path, Forwarded(path), methods=["POST"], include_in_schema=False))
+    # First in the router's list: every inference request would otherwise be matched against all other routes.
+    for path in reversed(FORWARDED_PATHS):
+        app.router.routes.insert(0, GatewayRoute(path, Forwarded(path), methods=["POST"], include_in_schema=False))
