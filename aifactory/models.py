@@ -333,6 +333,16 @@ class Recipe(Model):
     def path(self) -> str:
         return f"{self.category}/{self.name}"
 
+    def environment_for(self, settings: dict[str, object]) -> dict[str, str]:
+        """The environment that gives these settings (by name); a name the recipe does not have is a ValueError.
+        Values become text as a service reads them (true/false for booleans)."""
+        unknown = sorted(set(settings) - set(self.settings))
+        if unknown:
+            known = ", ".join(self.settings) or "none"
+            raise ValueError(f"{', '.join(unknown)}: not a setting of recipe {self.path} (its settings: {known})")
+        return {self.settings[name].env: str(value).lower() if isinstance(value, bool) else str(value)
+                for name, value in settings.items()}
+
 
 class SecretKeyRef(Model):
     """A key of a Secret."""

@@ -68,6 +68,9 @@ def main() -> int:
     print(f"  curl -s \"$AIFACTORY_API_URL/v1/embeddings\" -H \"Authorization: Bearer $AIFACTORY_API_KEY\" "
           f"-H 'Content-Type: application/json' -d '{json.dumps(call)}'")
     print('  curl -s "$AIFACTORY_API_URL/api/v1/services" -H "Authorization: Bearer $AIFACTORY_API_KEY"')
+    print(f"\nThe web console: open {devstack.API_URL}/ui and sign in with the API key that")
+    print("  python3 -m aifactory dev env | grep AIFACTORY_API_KEY")
+    print("prints (the part after `=`): services with their Slurm state and logs, nodes, API keys.")
     print(f"\n  kubectl delete ais {NAME}     # cancels the Slurm job")
     print("  python3 -m aifactory dev down  # stops the whole local stack")
     return 0

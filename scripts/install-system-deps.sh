@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the local stack needs: Slurm with slurmrestd and JWT, munge, etcd, sshd, and what
-# building kube-apiserver from Debian's source package takes. Installs only what is missing.
+# Debian packages the local stack needs: Slurm with slurmrestd and JWT, munge, etcd, sshd, what
+# building kube-apiserver from Debian's source package takes, and Chromium for the web console's tests.
+# Installs only what is missing.
 set -euo pipefail
 
 packages=(
@@ -8,6 +9,7 @@ packages=(
   etcd-server openssh-server openssh-client
   golang-go golang-github-modern-go-reflect2-dev rsync jq dpkg-dev openssl
   lua5.4 wrk
+  chromium  # the browser tests' headless Chromium (driven by Playwright, nothing downloaded)
 )
 
 missing=()

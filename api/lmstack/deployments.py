@@ -96,21 +96,19 @@ async def create_deployment(body: DeploymentCreate, state: StateDep, store: Stor
 
 def settings_env(recipe: Recipe, body: DeploymentCreate) -> tuple[dict[str, str], Resources]:
     """`model` and `config` as the recipe's environment, and the config's job sizes as resources."""
-    env: dict[str, str] = {}
+    if body.model is not None and recipe.model_setting is None:
+        raise BadRequest(f"Backend {recipe.name} takes no model when it starts (its recipe has no model setting)")
+    settings = {k: v for k, v in body.config.items() if k not in words.RESOURCE_KEYS and k != recipe.model_setting}
+    sizes = {words.RESOURCE_KEYS[k]: v for k, v in body.config.items() if k in words.RESOURCE_KEYS}
     if body.model is not None:
-        if recipe.model_setting is None:
-            raise BadRequest(f"Backend {recipe.name} takes no model when it starts (its recipe has no model setting)")
-        env[recipe.settings[recipe.model_setting].env] = body.model
-    sizes: dict[str, object] = {}
-    for key, value in body.config.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        if key in recipe.settings and key != recipe.model_setting:
-            env[recipe.settings[key].env] = text
-        elif key in words.RESOURCE_KEYS:
-            sizes[words.RESOURCE_KEYS[key]] = value
-        else:
-            known = sorted([k for k in recipe.settings if k != recipe.model_setting] + list(words.RESOURCE_KEYS))
-            raise BadRequest(f"config key {key!r} is not a setting of backend {recipe.name} ({', '.join(known)})")
+        settings[recipe.model_setting] = body.model
+    try:
+        env = recipe.environment_for(settings)
+    except ValueError:
+        known = sorted([k for k in recipe.settings if k != recipe.model_setting] + list(words.RESOURCE_KEYS))
+        unknown = sorted(set(settings) - set(recipe.settings))
+        raise BadRequest(f"config key {unknown[0]!r} is not a setting of backend {recipe.name} "
+                         f"({', '.join(known)})") from None
     try:
         resources = Resources.model_validate(sizes)
     except ValueError as exc:

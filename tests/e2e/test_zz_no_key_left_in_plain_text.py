@@ -14,9 +14,10 @@ KINDS = "secrets,configmaps,events,serviceaccounts,aiservices,apikeys,users,tena
 
 
 def made_keys(stack) -> list[str]:
-    from tests.e2e import test_identity, test_lmstack, test_openai_gateway
+    from tests.e2e import test_console, test_identity, test_lmstack, test_openai_gateway
 
-    return [stack.api_key, *test_identity.MADE_KEYS, *test_lmstack.MADE_KEYS, *test_openai_gateway.MADE_KEYS]
+    return [stack.api_key, *test_identity.MADE_KEYS, *test_lmstack.MADE_KEYS, *test_openai_gateway.MADE_KEYS,
+            *test_console.MADE_KEYS]
 
 
 def test_no_api_key_is_stored_or_logged_in_plain_text(stack) -> None:

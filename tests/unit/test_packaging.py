@@ -44,5 +44,8 @@ def test_regular_install_ships_subpackages_and_recipes(tmp_path):
     assert build.returncode == 0, build.stderr
     assert not (target / "operator").exists(), "an importable top-level `operator` was installed"
     assert (target / "aifactory" / "operator" / "aiservice.py").is_file()
+    assert (target / "aifactory" / "api" / "lmstack" / "deployments.py").is_file()
+    for page in ("index.html", "console.js", "console.css"):  # the web console: plain files, nothing to build
+        assert (target / "aifactory" / "api" / "console" / "static" / page).is_file(), page
     out = run_check(cwd=tmp_path, extra_path=str(target))
     assert out.startswith(str(target))
