@@ -14,6 +14,7 @@ from aifactory.api.aiservices import visible_env
 from aifactory.api.deps import Caller, Management, StateDep, StoreDep
 from aifactory.api.errors import BadRequest
 from aifactory.api.nodes import NodeView
+from aifactory.api.services import holds_job
 from aifactory.models import DNS_LABEL_PATTERN, MEMORY_PATTERN, Resources
 from aifactory.recipes import Catalog, RecipeNotFound
 
@@ -185,8 +186,12 @@ def service_detail(obj: dict, catalog: Catalog, owner: bool) -> ServiceDetail:
 
 
 def actions(obj: dict) -> list[str]:
-    """The verbs that apply to the service as it is."""
-    return [] if (obj.get("metadata") or {}).get("deletionTimestamp") else ["delete"]
+    """The verbs that apply to the service as it is: stop one that holds a job (or will), start one that is
+    stopped or has ended, delete any that is not going already."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return []
+    stopped = bool((obj.get("spec") or {}).get("stopped"))
+    return ["start", "delete"] if stopped or not holds_job(obj) else ["stop", "delete"]
 
 
 def node_view(view: NodeView) -> Node:
@@ -234,6 +239,18 @@ async def get_service_detail(service: ServiceDep, store: StoreDep, caller: Calle
 async def delete_service(service: ServiceDep, state: StateDep, caller: Caller) -> Response:
     await state.services.delete(caller, service)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/services/{service_id}/stop", response_model=ServiceDetail, summary="Console: stop (keep it)")
+async def stop_service(service: ServiceDep, state: StateDep, store: StoreDep, caller: Caller) -> ServiceDetail:
+    """The job is cancelled; the service stays, stopped, to be started again."""
+    return service_detail(await state.services.stop(caller, service), store.catalog(), True)
+
+
+@router.post("/services/{service_id}/start", response_model=ServiceDetail, summary="Console: start again")
+async def start_service(service: ServiceDep, state: StateDep, store: StoreDep, caller: Caller) -> ServiceDetail:
+    """A new job for a stopped or ended service."""
+    return service_detail(await state.services.start(caller, service), store.catalog(), True)
 
 
 @router.get("/services/{service_id}/logs", response_model=Logs, summary="Console: log tail")

@@ -1,6 +1,6 @@
 """The web console in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; nothing is
-downloaded), against the real stack: sign in, create a service from a recipe, watch it run, read its logs, stop,
-start and delete it, make and revoke a key, see the nodes; a wrong key shows an error. Chromium resolves no
+downloaded), against the real stack: sign in, create a service from a recipe, watch it run, read its logs, stop
+it (its job is cancelled, the service stays), start it again (a new job) and delete it, make and revoke a key, see the nodes; a wrong key shows an error. Chromium resolves no
 outside name, so /docs and /redoc must render from what this server serves. A screenshot of each page is kept
 under build/test-artifacts/console/."""
 
@@ -129,9 +129,23 @@ def test_a_service_from_a_recipe_runs_shows_its_logs_and_goes(tab, console_key, 
     assert "model=console-model" in facts and job_id in facts
     tab.shot("service-details")
 
+    # Stop keeps the service and cancels its job; Start runs it again as a new job.
+    phase = page.locator("dl.facts .phase")
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_function("() => document.querySelector('dl.facts .phase').textContent === 'stopped'",
+                           timeout=120_000)
+    assert stack.slurm_job(job_id)["job_state"] == "CANCELLED"
+    tab.shot("service-stopped")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_function("() => document.querySelector('dl.facts .phase').textContent === 'running'",
+                           timeout=120_000)
+    new_job = re.search(r"Slurm job\s+(\d+)", page.locator("dl.facts").inner_text()).group(1)
+    assert new_job != job_id and stack.slurm_job(new_job)["job_state"] == "RUNNING"
+    assert phase.inner_text() == "running"
+
     page.get_by_role("button", name="Delete").click()
     page.get_by_text("This service does not exist (any more).").wait_for(timeout=120_000)
-    job = stack.slurm_job(job_id)
+    job = stack.slurm_job(new_job)
     assert job is None or job["job_state"] == "CANCELLED", job
 
 

@@ -88,3 +88,17 @@ def test_recipes_with_settings_and_nodes(api):
     assert nodes["vm"]["gpus"] == [] and nodes["vm"]["cpus"] == 2
     assert nodes["g1"]["gpus"] == [{"name": "NVIDIA A100", "memory_mb": 81920, "in_use": True}]
     assert call(api, "GET", "/ui/api/nodes", api.inference).status_code == 403
+
+
+def test_stop_start_and_the_actions_that_apply(api):
+    obj = api.store.add("svc", namespace="team-a", phase="running", jobId="7")
+    uid = obj["metadata"]["uid"]
+    assert call(api, "GET", f"/ui/api/services/{uid}").json()["actions"] == ["stop", "delete"]
+    stopped = call(api, "POST", f"/ui/api/services/{uid}/stop")
+    assert stopped.status_code == 200 and stopped.json()["stopped"] is True
+    assert api.store.services.named("svc")["spec"]["stopped"] is True
+    assert stopped.json()["actions"] == ["start", "delete"]
+    started = call(api, "POST", f"/ui/api/services/{uid}/start")
+    assert started.status_code == 200 and api.store.services.named("svc")["spec"]["stopped"] is False
+    ended = api.store.add("ended", namespace="team-a", phase="failed")
+    assert call(api, "GET", f"/ui/api/services/{ended['metadata']['uid']}").json()["actions"] == ["start", "delete"]
