@@ -236,5 +236,7 @@ async def _log_tail(cluster: Cluster, job: SlurmJob) -> str | None:
 
 @kopf.on.delete(*RESOURCE)
 async def trainingrun_delete(spec: Any, status: Any, uid: str, retry: int, **_) -> None:
-    """The finalizer: the resource goes only once Slurm confirms the job ended."""
+    """The finalizer: the resource goes only once Slurm confirms the job ended (a finished run's has)."""
+    if _finished(status.get("state")):
+        return  # nothing to cancel: no need to reach its cluster, which may be gone already
     await _cancel_and_confirm(spec, status, uid, retry)

@@ -417,3 +417,57 @@ def test_uploads_and_downloads_stream_through_the_api(stack, runs, tmp_path):
     grown = max(peak) - base
     print(f"API RSS {base:.0f} MiB before, peak {max(peak):.0f} MiB while 256 MiB went up and down")
     assert grown < 64, f"the API grew by {grown:.0f} MiB while streaming 256 MiB"
+
+
+def test_a_run_on_a_cluster_behind_ssh_is_followed_through_sftp(stack, runs, tmp_path_factory):
+    """An ssh-cli SlurmCluster built from real Secrets, without localLogs: the operator reads the metrics file and
+    the API the history, logs and registry through the one SSH connection (SFTP and tail), not this filesystem."""
+    from aifactory.devstack.sshd import LocalSshd, free_port
+    from aifactory.devstack.stack import NAMESPACE, default_slurmcluster
+
+    port = free_port()
+    sshd = LocalSshd(port=port, base_dir=tmp_path_factory.mktemp("sshd"), name=f"sshd-training-{port}")
+    sshd.up()
+    cluster, secret, storage = f"train-ssh-{port}", f"train-login-{port}", tmp_path_factory.mktemp("ssh-storage")
+    local = default_slurmcluster(stack.slurm)["spec"]
+    name = f"over-ssh-{uuid.uuid4().hex[:4]}"
+    try:
+        stack.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
+            "metadata": {"name": secret, "namespace": NAMESPACE},
+            "stringData": {"ssh-privatekey": sshd.private_key()}}))
+        stack.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "aifactory.io/v1alpha1", "kind": "SlurmCluster", "metadata": {"name": cluster},
+            "spec": {"transport": "ssh-cli", "user": "root",
+                     "ssh": {"host": "127.0.0.1", "port": port, "user": sshd.user,
+                             "keySecretRef": {"name": secret}, "knownHosts": sshd.known_hosts()},
+                     "cli": {"environment": stack.slurm.env()}, "partition": stack.slurm.partition,
+                     "workingDirectory": local["workingDirectory"], "jobEnvironment": local["jobEnvironment"],
+                     "pollIntervalSeconds": 2, "storage": {"path": str(storage)}}}))
+        stack.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "aifactory.io/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"architecture": "cnn", "dataset": "digits", "cluster": cluster,
+                     "hyperparameters": {"learningRate": 0.01, "batchSize": 64, "epochs": 2}}}))
+        session = name.replace("-", "_")
+        with stack.api() as client:
+            status = wait_state(client, session, lambda s: s["state"] in ("completed", "failed", "stopped"),
+                                what="the end")
+            assert status["state"] == "completed" and status["current_epoch"] == 2, status
+            history = client.get(f"/api/v1/training/{session}/history").json()
+            assert [m["epoch"] for m in history] == [1, 2]
+            logs = client.get(f"/api/v1/training/{session}/logs").json()
+            assert any(e["message"].startswith("Epoch 2/2 completed") for e in logs)
+        run = run_json(stack, session)
+        assert run["status"]["latest"]["epoch"] == 2  # the operator read it over SFTP
+        assert (storage / "default" / "models" / f"cnn_digits_{session}.pth").is_file()
+        # A finished run can be deleted after its cluster: its job has nothing left to cancel.
+        stack.kubectl("delete", "slurmcluster", cluster)
+        stack.kubectl("delete", "trainingrun", name, "-n", "default", "--timeout=30s")
+    finally:
+        # The run goes before its cluster: its finalizer asks that cluster whether the job ended.
+        stack.kubectl("delete", "trainingrun", name, "-n", "default", "--ignore-not-found", "--timeout=60s",
+                      check=False)
+        stack.kubectl("delete", "slurmcluster", cluster, "--ignore-not-found", check=False)
+        stack.kubectl("delete", "secret", secret, "-n", NAMESPACE, "--ignore-not-found", check=False)
+        sshd.down()
