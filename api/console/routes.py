@@ -23,7 +23,21 @@ STATIC = Path(__file__).parent / "static"
 SELF_ONLY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 page = APIRouter(include_in_schema=False)
-router = APIRouter(prefix="/ui/api", tags=["console"], dependencies=[Management])
+class Detail(BaseModel):
+    detail: str
+
+
+ERRORS = {code: {"model": Detail, "description": text} for code, text in {
+    400: "The request cannot be done as asked (a setting the recipe does not have, Kubernetes' refusal)",
+    401: "No API key, or an unknown, revoked or expired one",
+    403: "The key's role is not management or admin",
+    404: "No such service or recipe (or not the caller's)",
+    409: "A service of that name exists, or a running limit is reached",
+    429: "Too many failed authentications; see Retry-After",
+    503: "Kubernetes or Slurm not reachable",
+}.items()}
+
+router = APIRouter(prefix="/ui/api", tags=["console"], dependencies=[Management], responses=ERRORS)
 
 
 @page.get("/ui")

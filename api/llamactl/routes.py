@@ -29,8 +29,15 @@ STATUS = {"running": "running", "pending": "starting", "building": "starting", "
 # llamactl's backend_type -> the recipe that runs it.
 BACKENDS = {"llama_cpp": "inference/llama-cpp", "vllm": "inference/vllm", "mlx_lm": None}
 
-router = APIRouter(prefix="/api/v1/instances", tags=["llamactl"], dependencies=[Management])
-system = APIRouter(prefix="/api/v1", tags=["llamactl"], dependencies=[Inference])
+# Declared so that the OpenAPI document (and schemathesis, which checks answers against it) knows them.
+REFUSALS = {code: {"description": text} for code, text in {
+    400: "The request cannot be done as asked (Kubernetes' words)",
+    401: "No API key, or an unknown, revoked or expired one", 403: "The key's role does not allow this",
+    404: "No such instance", 409: "The name is taken, or a running limit is reached",
+    429: "Too many failed authentications; see Retry-After", 503: "The instance is not running (yet)"}.items()}
+
+router = APIRouter(prefix="/api/v1/instances", tags=["llamactl"], dependencies=[Management], responses=REFUSALS)
+system = APIRouter(prefix="/api/v1", tags=["llamactl"], dependencies=[Inference], responses=REFUSALS)
 
 
 class Instance(BaseModel):

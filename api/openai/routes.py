@@ -19,7 +19,13 @@ from aifactory.lifecycle import parse_rfc3339
 
 FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking")
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Inference])
+# Declared so that the OpenAPI document (and schemathesis, which checks answers against it) knows them.
+REFUSALS = {code: {"description": text} for code, text in {
+    401: "No API key, or an unknown, revoked or expired one", 403: "The key may not use this model",
+    404: "No such model", 429: "Too many failed authentications; see Retry-After",
+    503: "The model's service is not running (yet); see Retry-After"}.items()}
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Inference], responses=REFUSALS)
 
 
 class OpenAIModel(BaseModel):
