@@ -5,7 +5,8 @@ cache), no model of the body (only `model` and `stream` are read from it), no co
 goes out as it arrives), and the client's key never goes upstream. Token usage is read from the end of the answer
 (a stream's last chunk carries it), and the service's last use is kept in memory (api/traffic.py).
 
-Faces use it through plain ASGI: `read_body`, `header`, then `forward`.
+Faces use it through plain ASGI: `read_body`, `header`, then `forward`; services are reached with api/upstream.py
+over the connection their cluster gives (directly, or through SSH to the login node).
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import orjson
-from aifactory.api.errors import (
-    BadRequest,
-    ServiceNotAvailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
+
+from aifactory.api.errors import BadRequest, ServiceNotAvailable, UpstreamError, UpstreamTimeout
 from aifactory.api.traffic import key_of
+from aifactory.api.upstream import UpstreamBroken, UpstreamConnectError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +33,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # What of a request goes upstream: never Authorization, X-API-Key or cookies.
 # No accept-encoding either: the answer comes back uncompressed, so that its usage can be read.
 FORWARDED_REQUEST_HEADERS = frozenset({b"content-type", b"accept", b"user-agent", b"x-request-id"})
-PASSED_BACK_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "cache-control",
-                                 "x-request-id"})
+PASSED_BACK_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"cache-control",
+                                 b"x-request-id"})
 _decoder = json.JSONDecoder()
 
 
@@ -104,45 +101,51 @@ def usage_in(tail: bytes) -> tuple[int, int] | None:
     return count("prompt_tokens"), count("completion_tokens")
 
 
+def host_port(endpoint: str) -> tuple[str, int]:
+    """("10.0.0.5", 8000) of "http://10.0.0.5:8000" (IPv6 in brackets too)."""
+    rest = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def forward(state, obj: dict, endpoint: str, scope: dict, receive: Receive, send: Send, body: bytes, *,
                   path: str, caller, watch_disconnect: bool = False) -> None:
     """Send the request to the service and its answer back to the client, chunk by chunk."""
-    client: httpx.AsyncClient = await state.services.client_for(obj)
+    pool: UpstreamPool = await state.services.upstream_for(obj)
     headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
     query = scope.get("query_string") or b""
-    url = f"{endpoint}{path}" + (f"?{query.decode('latin-1')}" if query else "")
-    request = client.build_request(scope["method"], url, content=body, headers=headers,
-                                   timeout=httpx.Timeout(state.settings.gateway_timeout,
-                                                         connect=state.settings.connect_timeout))
+    target = path + (f"?{query.decode('latin-1')}" if query else "")
+    host, port = host_port(endpoint)
+    settings = state.settings
     service = key_of(obj)
     traffic = state.traffic
     traffic.begin(service)
     tokens = None
     try:
         try:
-            response = await client.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            raise ServiceNotAvailable(f"Connection refused at {request.url.host}:{request.url.port}: the service "
-                                      "is not answering (restarting?)",
-                                      retry_after=state.settings.retry_after_seconds) from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"{type(exc).__name__} from {service[1]}", 504) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+            response = await pool.request(scope["method"], host, port, target, headers, body,
+                                          connect_timeout=settings.connect_timeout,
+                                          read_timeout=settings.gateway_timeout)
+        except UpstreamConnectError as exc:
+            raise ServiceNotAvailable(f"{exc}: the service is not answering (restarting?)",
+                                      retry_after=settings.retry_after_seconds) from exc
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeout(f"{service[1]} did not answer within {settings.gateway_timeout:g}s", 504) from exc
+        except UpstreamBroken as exc:
+            raise UpstreamError(f"{service[1]}: {exc}") from exc
         try:
             tokens = await _pass_back(response, receive, send, watch_disconnect)
         finally:
-            await response.aclose()
+            response.close()
     finally:
         prompt, completion = tokens or (0, 0)
         traffic.end(service, caller.tenant, caller.key_id, prompt, completion)
 
 
-async def _pass_back(response: httpx.Response, receive: Receive, send: Send,
+async def _pass_back(response: UpstreamResponse, receive: Receive, send: Send,
                      watch_disconnect: bool) -> tuple[int, int] | None:
-    out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-                   if k in PASSED_BACK_HEADERS]
-    await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
+    out_headers = [(k, v) for k, v in response.headers if k in PASSED_BACK_HEADERS]
+    await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
     tail: deque[bytes] = deque(maxlen=3)  # usage sits in the last chunks (a stream's last data: line)
     watcher = None
     if watch_disconnect:
@@ -151,12 +154,12 @@ async def _pass_back(response: httpx.Response, receive: Receive, send: Send,
         watcher = asyncio.ensure_future(_disconnected(receive))
         watcher.add_done_callback(lambda w: streaming.cancel() if not w.cancelled() and w.result() else None)
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             tail.append(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except httpx.HTTPError as exc:
-        log.warning("the upstream's answer broke off: %s", exc)
+    except (UpstreamBroken, asyncio.TimeoutError) as exc:
+        log.warning("the upstream's answer broke off: %s", exc or type(exc).__name__)
         return None
     except asyncio.CancelledError:
         if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():

@@ -65,6 +65,7 @@ class Where:
 class ServiceVerbs:
     def __init__(self, state) -> None:
         self.state = state
+        self._pools: dict[str, tuple[object, object]] = {}  # cluster -> (its bridge, the gateway's pool over it)
 
     @property
     def store(self):
@@ -350,6 +351,23 @@ class ServiceVerbs:
             else:
                 text = f"No logs yet: Slurm job {job_id} has not written any output."
         return LogTail(text, job_id, attempt)
+
+    async def upstream_for(self, obj: dict):
+        """The gateway's connections to the service: direct, or through its cluster's SSH connection (one pool
+        per cluster, renewed with the cluster's bridge)."""
+        from aifactory.api.upstream import UpstreamPool
+
+        name = (obj.get("spec") or {}).get("cluster") or "default"
+        spec_obj = self.store.slurm_cluster(name)
+        if spec_obj is None or not (spec_obj.get("spec") or {}).get("ssh"):
+            return self.state.upstream
+        cluster = await self.state.cluster(name)
+        known = self._pools.get(name)
+        if known is None or known[0] is not cluster.bridge:
+            if known is not None:
+                known[1].close()
+            known = self._pools[name] = (cluster.bridge, UpstreamPool(cluster.bridge.open_connection))
+        return known[1]
 
     async def client_for(self, obj: dict) -> httpx.AsyncClient:
         """How to reach the service's endpoint: directly, or through its cluster's SSH connection."""

@@ -33,6 +33,7 @@ class ApiState:
     _store: Store | None = None
     _clusters: ClusterRegistry | None = None
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _upstream: object | None = field(default=None, repr=False)
     _identity: Authenticator | None = None
     _services: object | None = None
     _nodes: object | None = None
@@ -74,6 +75,15 @@ class ApiState:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
         return self._http
+
+    @property
+    def upstream(self):
+        """The gateway's keep-alive connections to services reached directly (api/upstream.py)."""
+        if self._upstream is None:
+            from aifactory.api.upstream import UpstreamPool
+
+            self._upstream = UpstreamPool()
+        return self._upstream
 
     @property
     def identity(self) -> Authenticator:
@@ -211,6 +221,8 @@ class ApiState:
             await asyncio.wait_for(self.flush_last_used(), 5)
         if self._http is not None:
             await self._http.aclose()
+        if self._upstream is not None:
+            self._upstream.close()
         if self._clusters is not None:
             await self._clusters.close()
         if self._store is not None:

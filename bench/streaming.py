@@ -7,11 +7,14 @@ arrival of the first content chunk of each stream, and counts whole streams done
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
 
 from bench.stats import percentile
+
+CONTENT = re.compile(rb'"content":\s*"[^"]')  # a delta that carries text (not the empty role chunk)
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -> tuple[float | None, bool]:
@@ -24,7 +27,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -
             return None, False
         done = False
         async for chunk in answer.aiter_raw():
-            if first is None and b'"content":"' in chunk and b'"content":""' not in chunk:
+            if first is None and CONTENT.search(chunk):
                 first = time.perf_counter() - started
             if b"[DONE]" in chunk:
                 done = True

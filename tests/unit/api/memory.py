@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
+import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 
@@ -19,6 +24,7 @@ from aifactory.api.identity.admin import apikey_manifest
 from aifactory.api.identity.keys import new_key
 from aifactory.api.seed import prompting
 from aifactory.api.store import Store
+from aifactory.api.upstream import UpstreamPool
 from aifactory.models import Role
 from aifactory.servers.openai_test_server import create_app as openai_test_app
 
@@ -106,12 +112,41 @@ class Api:
         return {"Authorization": f"Bearer {key}"}
 
 
+_served: dict[int, tuple[object, int]] = {}
+
+
+def serve(app) -> int:
+    """The ASGI app on a real loopback port (a uvicorn server in a thread, one per app, for the session): the
+    gateway's client speaks HTTP/1.1 over sockets."""
+    known = _served.get(id(app))
+    if known is not None:
+        return known[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    threading.Thread(target=server.run, daemon=True, name=f"upstream-{port}").start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _served[id(app)] = (app, port)
+    return port
+
+
+_DEFAULT_UPSTREAM = openai_test_app("demo")
+
+
 def make_api(upstream=None, **settings) -> Api:
     app = create_app(ApiSettings(retry_after_seconds=7, **settings))
     store = MemoryStore(app.state.aifactory.settings)
     state = app.state.aifactory
     state._store = store
-    state._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream or openai_test_app("demo")))
+    upstream = upstream or _DEFAULT_UPSTREAM
+    state._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream))
+    port = serve(upstream)
+    # Every made-up endpoint (http://node1:8000, ...) is this upstream.
+    state._upstream = UpstreamPool(lambda host, _port: asyncio.open_connection("127.0.0.1", port))
     store.add_tenant("default")
     store.add_tenant("team-a", slurm={"account": "acct-a"})
     return Api(TestClient(app, raise_server_exceptions=False), store, admin=store.add_key("default", Role.admin),
