@@ -9,6 +9,7 @@ cluster's SSH connection to its login node (the bridge's `open_connection`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,9 @@ Connector = Callable[[str, int], Awaitable[tuple[Any, Any]]]
 
 READ_SIZE = 65536
 IDLE_PER_ENDPOINT = 32
+# Kept connections idle longer than this are not reused: uvicorn (vLLM's server too) closes them after 5 s, and
+# a request written just as the service closes one would be lost.
+IDLE_SECONDS = 4.0
 
 
 class UpstreamConnectError(ConnectionError):
@@ -37,6 +41,7 @@ class _Connection:
         self.body: list[bytes] = []
         self.headers_done = self.done = self.keep_alive = False
         self.received = 0
+        self.idle_since = 0.0
 
     # httptools' callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -137,9 +142,20 @@ class UpstreamPool:
     def _put(self, key: tuple[str, int], conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
         if len(idle) < IDLE_PER_ENDPOINT:
+            conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
             conn.close()
+
+    def _kept(self, key: tuple[str, int]) -> _Connection | None:
+        """The most recently used kept connection that has not been idle too long."""
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if time.monotonic() - conn.idle_since < IDLE_SECONDS:
+                return conn
+            conn.close()
+        return None
 
     async def _connect(self, host: str, port: int, timeout: float) -> _Connection:
         try:
@@ -163,18 +179,19 @@ class UpstreamPool:
             head.append(name + b": " + value + b"\r\n")
         head.append(b"\r\n")
         payload = b"".join(head) + body
-        idle = self._idle.get(key)
-        for attempt in range(2):
-            reused = bool(idle)
-            conn = idle.pop() if idle else await self._connect(host, port, connect_timeout)
+        while True:
+            conn = self._kept(key)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(host, port, connect_timeout)
             try:
                 conn.writer.write(payload)
                 while not conn.headers_done:
                     await conn.feed(read_timeout)
             except (UpstreamBroken, ConnectionError, OSError) as exc:
                 conn.close()
-                if reused and conn.received == 0 and attempt == 0:
-                    continue
+                if reused and conn.received == 0:
+                    continue  # a kept connection the service had closed: nothing reached it; the next one
                 if isinstance(exc, UpstreamBroken):
                     raise
                 raise UpstreamBroken(str(exc) or type(exc).__name__) from exc
@@ -182,7 +199,6 @@ class UpstreamPool:
                 conn.close()
                 raise
             return UpstreamResponse(self, key, conn, read_timeout)
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for idle in self._idle.values():

@@ -10,6 +10,7 @@ share is reported to show it is not the bottleneck.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -118,6 +119,10 @@ def run(ctx: Context) -> Benchmark:
         ctx.kube.delete_service(ctx.namespace, name)
         ctx.watch.wait(lambda s: name not in s or s[name].deleted_at is not None, 90, f"{name} to be deleted")
 
+    load = os.getloadavg()
+    b5.notes.append(f"Load average of the machine at the end of B5: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) on "
+                    f"{os.cpu_count()} cores; other work on the machine moves every figure, so compare the figures "
+                    "of one run, not of two.")
     b5.raw = {**results, "streaming": streams}
     _figures(b5, results)
     _stream_figures(b5, streams)
