@@ -227,7 +227,8 @@ def test_stopping_by_spec_cancels_a_live_job_and_starting_again_makes_a_new_one(
 def test_a_changed_spec_means_a_new_job_but_not_a_change_of_when_it_runs():
     changed = AIServiceSpec(recipe="x/y", env={"A": "1"})
     assert next_step(changed, Phase.running, old_spec=RUNNING_SPEC).reason == "SpecChanged"
-    scheduling = AIServiceSpec(recipe="x/y", on_demand=True, idle_timeout_minutes=5, start_timeout_seconds=30)
+    scheduling = AIServiceSpec(recipe="x/y", on_demand=True, idle_timeout_minutes=5, start_timeout_seconds=30,
+                               restart={"policy": "OnFailure"})
     assert next_step(scheduling, Phase.running, old_spec=RUNNING_SPEC).kind == "none"
     # An idle-stopped service keeps resting when its spec changes: the next start uses the new spec.
     assert next_step(changed, Phase.stopped, old_spec=RUNNING_SPEC).kind == "none"
