@@ -58,12 +58,6 @@ async def list_models(state: StateDep, store: StoreDep, caller: Caller) -> OpenA
                                  if state.services.serves_openai(o) and _usable(caller, o)])
 
 
-@router.get("/models/{model:path}", response_model=OpenAIModel, summary="Retrieve Model")
-async def retrieve_model(model: str, state: StateDep, store: StoreDep, caller: Caller) -> OpenAIModel:
-    """One model: the service of that name, or the one serving that model id."""
-    return _model(state.services.for_model(caller, model))
-
-
 class Forwarded:
     """POST /v1/<path>: routed by `model`, waited for, forwarded. Plain ASGI: no model of the body, no copy of
     the answer."""
