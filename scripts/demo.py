@@ -46,7 +46,6 @@ def main() -> int:
         print(f"[demo] not running after {TIMEOUT}s; see `kubectl describe ais {NAME}`", file=sys.stderr)
         return 1
 
-    endpoint = status["endpoint"]
     # The demo's model through the one OpenAI endpoint: by its name, with the key, as any OpenAI client calls it.
     call = {"model": NAME, "input": "Hello from aifactory"}
     print("[demo] through the OpenAI endpoint, by model name:")
