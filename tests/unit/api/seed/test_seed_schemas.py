@@ -174,3 +174,12 @@ def test_recipe_response_has_the_seed_fields_and_the_defaults() -> None:
         "name": "openai-echo", "category": "testing", "path": "testing/openai-echo"}
     assert out["description"] and out["version"] and out["openai_api"] is True
     assert out["resources"]["time_limit"] == 30 and "timeLimit" not in out["resources"]
+
+
+def test_a_stopped_service_reads_cancelled_in_the_seeds_words():
+    from aifactory.api.seed.schemas import ServiceResponse, ServiceStatusResponse
+
+    obj = {"metadata": {"name": "s", "namespace": "default"}, "spec": {"recipe": "testing/openai-echo"},
+           "status": {"phase": "stopped", "message": "Stopped after 5 min without a request (idle timeout)"}}
+    assert ServiceStatusResponse.of(obj).status.value == "cancelled"
+    assert ServiceResponse.of(obj).status.value == "cancelled"
