@@ -81,7 +81,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from aifactory.devstack import stack
 
-    return stack.command(args.action)
+    return stack.command(args.action, args.slurm)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="the local stack: Kubernetes API, Slurm, operator, REST API")
     dev.add_argument("action", choices=["up", "down", "status", "env"])
+    dev.add_argument("--slurm", action="append", metavar="RELEASE",
+                     help="also a Slurm release from its Debian chroot: 24.11, 26.05 or all (repeatable); "
+                          "the default cluster stays on the host's 22.05")
     dev.set_defaults(run=_dev)
     return p
 

@@ -10,8 +10,6 @@ ownerReferences, no namespace deletion, no `default` ServiceAccount in new names
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -24,10 +22,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import yaml
 
+from .debian import (
+    DEB_SRC_FILE,
+    Ticker,
+    apt_get,
+    deb_src_entries,
+    file_lock,
+    missing_packages,
+    os_codename,
+    run,
+)
 from .process import ManagedProcess, cache_dir, dev_port, pid_alive, state_dir
 
 Progress = Callable[[str], None]
@@ -38,9 +46,7 @@ SOURCE_PACKAGE = "kubernetes"
 BUILD_DEPENDENCIES = ["golang-go", "rsync", "jq", "dpkg-dev", "golang-github-modern-go-reflect2-dev", "etcd-server"]
 # Debian's reflect2 1.0.2; the vendored 1.0.1 crashes under Go 1.19 when a custom resource is created.
 REFLECT2_SOURCE = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
-DEB_SRC_FILE = Path("/etc/apt/sources.list.d/aifactory-deb-src.sources")
 ETCD_BINARY = "/usr/bin/etcd"
-APT_LOCK_TIMEOUT = "600"  # seconds apt waits for another apt/dpkg run instead of failing at once
 
 
 # --------------------------------------------------------------------------------------------------
@@ -57,7 +63,7 @@ def ensure_apiserver_binary(progress: Progress = print) -> Path:
     if _is_executable(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / ".build.lock", progress, "another build of kube-apiserver"):
+    with file_lock(target.parent / ".build.lock", progress, "another build of kube-apiserver"):
         # Someone else may have finished the build while we waited for the lock.
         if _is_executable(target):
             return target
@@ -67,135 +73,6 @@ def ensure_apiserver_binary(progress: Progress = print) -> Path:
 
 def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, progress: Progress, holder: str) -> Iterator[None]:
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for {holder} to finish ...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-         log: Path | None = None) -> None:
-    """Run a build step; on failure raise with the end of its output."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    if log is not None:
-        with open(log, "ab") as fh:
-            fh.write(f"\n$ {' '.join(argv)}\n".encode())
-            fh.flush()
-            rc = subprocess.run(argv, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL).returncode
-        if rc != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"`{' '.join(argv)}` failed with exit code {rc}; end of {log}:\n{tail}")
-        return
-    res = subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        out = (res.stdout + res.stderr).strip().splitlines()[-30:]
-        raise RuntimeError(f"`{' '.join(argv)}` failed with exit code {res.returncode}:\n" + "\n".join(out))
-
-
-def _missing_packages(packages: list[str]) -> list[str]:
-    missing = []
-    for pkg in packages:
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
-        if res.returncode != 0 or "install ok installed" not in res.stdout:
-            missing.append(pkg)
-    return missing
-
-
-def _apt_get(*args: str, log: Path | None = None) -> None:
-    _run(["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}", *args],
-         env={"DEBIAN_FRONTEND": "noninteractive"}, log=log)
-
-
-def _os_codename() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("VERSION_CODENAME="):
-                return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return "bookworm"
-
-
-def _parse_deb822(text: str) -> list[dict[str, str]]:
-    """Stanzas of a deb822 file as field -> value (continuation lines joined, comments dropped)."""
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    last_key: str | None = None
-    for raw in text.splitlines() + [""]:
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if current:
-                stanzas.append(current)
-            current, last_key = {}, None
-            continue
-        if raw[0] in " \t" and last_key:
-            current[last_key] += " " + raw.strip()
-            continue
-        key, _, value = raw.partition(":")
-        last_key = key.strip()
-        current[last_key] = value.strip()
-    return stanzas
-
-
-def deb_src_entries() -> list[dict[str, str]]:
-    """deb-src stanzas mirroring the machine's own Debian archive entries (those that carry the release suite)."""
-    codename = _os_codename()
-    entries: list[dict[str, str]] = []
-    parts = Path("/etc/apt/sources.list.d")
-    for path in sorted(parts.glob("*.sources")) if parts.is_dir() else []:
-        if path == DEB_SRC_FILE:
-            continue
-        for st in _parse_deb822(path.read_text(errors="replace")):
-            if st.get("Enabled", "yes").lower() == "no" or "deb" not in st.get("Types", "").split():
-                continue
-            if codename not in st.get("Suites", "").split():
-                continue
-            entry = {"Types": "deb-src"}
-            for key in ("URIs", "Suites", "Components", "Signed-By"):
-                if key in st:
-                    entry[key] = st[key]
-            entries.append(entry)
-    # The classic one-line format, for machines that still use it.
-    for path in [Path("/etc/apt/sources.list"), *sorted(parts.glob("*.list"))]:
-        if not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            words = line.split("#", 1)[0].split()
-            if not words or words[0] != "deb":
-                continue
-            words = words[1:]
-            options: dict[str, str] = {}
-            if words and words[0].startswith("["):
-                opts = []
-                while words:
-                    w = words.pop(0)
-                    opts.append(w)
-                    if w.endswith("]"):
-                        break
-                for opt in " ".join(opts).strip("[]").split():
-                    k, _, v = opt.partition("=")
-                    options[k] = v
-            if len(words) < 3 or words[1] != codename:
-                continue
-            entry = {"Types": "deb-src", "URIs": words[0], "Suites": words[1], "Components": " ".join(words[2:])}
-            if "signed-by" in options:
-                entry["Signed-By"] = options["signed-by"]
-            entries.append(entry)
-    return entries
 
 
 def _have_source_index() -> bool:
@@ -209,44 +86,14 @@ def _ensure_deb_src(progress: Progress, log: Path) -> None:
     if not DEB_SRC_FILE.exists():
         entries = deb_src_entries()
         if not entries:
-            raise RuntimeError(f"no Debian '{_os_codename()}' entry in the apt sources to derive a deb-src entry from")
+            raise RuntimeError(f"no Debian '{os_codename()}' entry in the apt sources to derive a deb-src entry from")
         text = "\n".join("\n".join(f"{k}: {v}" for k, v in e.items()) + "\n" for e in entries)
         progress(f"adding deb-src entries derived from the machine's apt sources ({DEB_SRC_FILE.name})")
         DEB_SRC_FILE.write_text("# Written by aifactory's devstack: source packages from the same archive.\n" + text)
     progress("apt-get update (to see source packages) ...")
-    _apt_get("update", log=log)
+    apt_get("update", log=log)
     if not _have_source_index():
         raise RuntimeError(f"apt still knows no source package '{SOURCE_PACKAGE}' after adding {DEB_SRC_FILE}")
-
-
-class _Ticker:
-    """Prints a line every `every` seconds while a long step runs, so a user sees it is still working."""
-
-    def __init__(self, progress: Progress, what: str, every: float = 20.0):
-        self.progress, self.what, self.every = progress, what, every
-
-    def run(self, proc: subprocess.Popen, log: Path) -> int:
-        start = time.monotonic()
-        next_tick = start + self.every
-        while proc.poll() is None:
-            time.sleep(0.5)
-            now = time.monotonic()
-            if now >= next_tick:
-                next_tick += self.every
-                last = _last_line(log)
-                self.progress(f"  {self.what}: {now - start:.0f}s" + (f" ({last})" if last else ""))
-        return proc.returncode  # type: ignore[return-value]
-
-
-def _last_line(path: Path) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 2000))
-            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:100] if lines else ""
 
 
 def _build_apiserver(target: Path, progress: Progress) -> None:
@@ -256,23 +103,23 @@ def _build_apiserver(target: Path, progress: Progress) -> None:
     build_root = Path(tempfile.mkdtemp(prefix="build-kube-apiserver-", dir=cache_dir()))
     log = build_root / "build.log"
     try:
-        missing = _missing_packages(BUILD_DEPENDENCIES)
+        missing = missing_packages(BUILD_DEPENDENCIES)
         if missing:
             progress(f"installing build dependencies: {' '.join(missing)}")
-            _apt_get("update", log=log)
-            _apt_get("install", "-y", "--no-install-recommends", *missing, log=log)
+            apt_get("update", log=log)
+            apt_get("install", "-y", "--no-install-recommends", *missing, log=log)
         _ensure_deb_src(progress, log)
 
         progress("downloading the source package ...")
         dl = build_root / "download"
         dl.mkdir()
-        _run(["apt-get", "source", "--download-only", SOURCE_PACKAGE], cwd=dl, log=log)
+        run(["apt-get", "source", "--download-only", SOURCE_PACKAGE], cwd=dl, log=log)
         dscs = sorted(dl.glob(f"{SOURCE_PACKAGE}_*.dsc"))
         if not dscs:
             raise RuntimeError(f"apt-get source left no .dsc file in {dl}")
         src = build_root / "src"
         progress(f"unpacking {dscs[-1].name} ...")
-        _run(["dpkg-source", "--no-check", "-x", str(dscs[-1]), str(src)], cwd=dl, log=log)
+        run(["dpkg-source", "--no-check", "-x", str(dscs[-1]), str(src)], cwd=dl, log=log)
         shutil.rmtree(dl)
 
         # Swap in Debian's reflect2 (see REFLECT2_SOURCE); its go.mod would make it a module of its own.
@@ -306,7 +153,7 @@ def _build_apiserver(target: Path, progress: Progress) -> None:
             fh.flush()
             proc = subprocess.Popen(["make", "WHAT=cmd/kube-apiserver"], cwd=gopath / "src" / "k8s.io" / "kubernetes",
                                     env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            rc = _Ticker(progress, "compiling").run(proc, log)
+            rc = Ticker(progress, "compiling").run(proc, log)
         if rc != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise RuntimeError(f"building kube-apiserver failed (exit code {rc}); the build folder {build_root} "
@@ -394,7 +241,7 @@ class KubeControlPlane:
         """
         binary = ensure_apiserver_binary(progress)
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.base_dir / ".lock", progress, "another `up`/`down` of this control plane"):
+        with file_lock(self.base_dir / ".lock", progress, "another `up`/`down` of this control plane"):
             changed = self._ensure_credentials(progress)
             if changed and self._ours(self.apiserver, "kube-apiserver"):
                 # The running apiserver read the old token file and keys at start.
@@ -440,7 +287,7 @@ class KubeControlPlane:
         """Stop the recorded processes (apiserver first); etcd data stays, so `up` brings resources back."""
         stopped = []
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.base_dir / ".lock", lambda _m: None, ""):
+        with file_lock(self.base_dir / ".lock", lambda _m: None, ""):
             for mp, name in ((self.apiserver, "kube-apiserver"), (self.etcd, "etcd")):
                 if self._ours(mp, name) and mp.stop():
                     stopped.append(name)
@@ -537,7 +384,7 @@ class KubeControlPlane:
         if not (p / "ca.crt").exists() or not (p / "ca.key").exists():
             progress("creating a local CA")
             changed = True
-            _run([*ossl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+            run([*ossl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
                   "-subj", "/CN=aifactory-dev-ca", "-keyout", str(p / "ca.key"), "-out", str(p / "ca.crt"),
                   "-addext", "basicConstraints=critical,CA:TRUE",
                   "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"])
@@ -553,16 +400,16 @@ class KubeControlPlane:
                 f"subjectAltName=IP:{self.host},IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
                 "DNS:kubernetes.default,DNS:kubernetes.default.svc\n")
             csr = p / "apiserver.csr"
-            _run([*ossl, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
+            run([*ossl, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
                   "-keyout", str(p / "apiserver.key"), "-out", str(csr)])
-            _run([*ossl, "x509", "-req", "-in", str(csr), "-CA", str(p / "ca.crt"), "-CAkey", str(p / "ca.key"),
+            run([*ossl, "x509", "-req", "-in", str(csr), "-CA", str(p / "ca.crt"), "-CAkey", str(p / "ca.key"),
                   "-CAcreateserial", "-sha256", "-days", "3650", "-extfile", str(ext), "-out", str(p / "apiserver.crt")])
             csr.unlink(missing_ok=True)
         if not (p / "sa.key").exists() or not (p / "sa.pub").exists():
             progress("creating the service-account signing key")
             changed = True
-            _run([*ossl, "genrsa", "-out", str(p / "sa.key"), "2048"])
-            _run([*ossl, "rsa", "-in", str(p / "sa.key"), "-pubout", "-out", str(p / "sa.pub")])
+            run([*ossl, "genrsa", "-out", str(p / "sa.key"), "2048"])
+            run([*ossl, "rsa", "-in", str(p / "sa.key"), "-pubout", "-out", str(p / "sa.pub")])
         token_path = p / "admin.token"
         if not token_path.exists() or not self.token_file.exists():
             changed = True

@@ -1,8 +1,12 @@
-"""A local one-node Slurm 22.05 cluster with slurmrestd, on loopback, for development and e2e tests.
+"""A local one-node Slurm cluster with slurmrestd, on loopback, for development and e2e tests.
 
-Everything the cluster writes lives under ``state_dir()/slurm/``; the config is not in /etc/slurm, so the
-Slurm CLI tools need ``SLURM_CONF`` (see ``LocalSlurm.env()``). The daemons run in the foreground under
-``ManagedProcess`` so their pids are known exactly and ``down()`` stops only those.
+Slurm 22.05 comes from the host's own Debian packages and is the default (the demo). Slurm 24.11 and 26.05 run
+from Debian chroots (``aifactory.devstack.chroot``) next to it, each with its own munged, ports and an
+unprivileged slurmrestd; their Slurm commands run inside the chroot.
+
+Everything a cluster writes lives under ``state_dir()/slurm/`` (``slurm-<release>/`` for the chroot ones); the
+config is not in /etc/slurm, so the Slurm CLI tools need ``SLURM_CONF`` (see ``LocalSlurm.env()``). The daemons
+run in the foreground under ``ManagedProcess`` so their pids are known exactly and ``down()`` stops only those.
 
 Facts found on Slurm 22.05.8 (Debian 12):
 - A batch job gets SLURM_CONF=<slurmd's config path> from slurmstepd, even when the submitted environment has
@@ -28,10 +32,46 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from dataclasses import dataclass
+
+from aifactory.devstack.chroot import REST_USER, ChrootMount, ensure_chroot
 from aifactory.devstack.process import ManagedProcess, dev_port, pid_alive, state_dir, wait_until
 
 PACKAGES = "slurmctld slurmd slurmrestd slurm-client munge slurm-wlm-jwt-plugin"
-API_VERSION = "v0.0.38"
+API_VERSION = "v0.0.38"  # the default (22.05) cluster's
+
+
+@dataclass(frozen=True)
+class SlurmRelease:
+    """What differs between the Slurm releases the local stack runs."""
+
+    name: str
+    api_versions: tuple[str, ...]  # the job APIs its slurmrestd serves, oldest first
+    port_base: int  # slurmctld; slurmd +1, a login node's sshd +2, slurmrestd +3
+    in_chroot: bool = True
+    rest_plugins: str | None = None  # slurmrestd -s
+    switch_type: bool = False  # 26.05 has no switch/none
+
+    @property
+    def api_version(self) -> str:
+        return self.api_versions[-1]
+
+    @property
+    def tag(self) -> str:
+        """For names of files, processes and Kubernetes objects: "24-11"."""
+        return self.name.replace(".", "-")
+
+
+RELEASES = {
+    # The dbv0.0.3x plugins abort 22.05's slurmrestd when there is no slurmdbd, so load only the slurmctld ones.
+    "22.05": SlurmRelease("22.05", ("v0.0.36", "v0.0.37", "v0.0.38"), 16817, in_chroot=False,
+                          rest_plugins="openapi/v0.0.36,openapi/v0.0.37,openapi/v0.0.38", switch_type=True),
+    # Without -s, 24.11's slurmrestd loads the slurmdbd plugin too and dies ("Failure loading plugin path bindings").
+    "24.11": SlurmRelease("24.11", ("v0.0.40", "v0.0.41", "v0.0.42"), 16827, rest_plugins="openapi/slurmctld",
+                          switch_type=True),
+    "26.05": SlurmRelease("26.05", ("v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45"), 16837),
+}
+DEFAULT_RELEASE = "22.05"
 
 # Binary -> the Debian package that ships it; checked before anything is started.
 _BINARIES = {
@@ -47,8 +87,6 @@ _BINARIES = {
     "unmunge": "munge",
     "mungekey": "munge",
 }
-# The dbv0.0.3x plugins abort slurmrestd when there is no slurmdbd, so load only the slurmctld ones.
-_REST_PLUGINS = "openapi/v0.0.36,openapi/v0.0.37,openapi/v0.0.38"
 _JWT_PLUGIN_GLOB = "*/slurm-wlm/auth_jwt.so"
 
 MUNGE_KEY = Path("/etc/munge/munge.key")
@@ -118,26 +156,42 @@ def _all_pids() -> list[int]:
 
 
 class LocalSlurm:
-    """A one-node Slurm cluster (slurmctld, slurmd, slurmrestd, and munged if none runs) on 127.0.0.1."""
+    """A one-node Slurm cluster (slurmctld, slurmd, slurmrestd, and munged if none runs) on 127.0.0.1.
 
-    def __init__(self, *, cluster_name: str | None = None, slurmctld_port: int | None = None,
-                 slurmd_port: int | None = None, rest_host: str = "127.0.0.1", rest_port: int | None = None,
-                 partition: str = "debug",
-                 node_name: str | None = None, base_dir: Path | None = None, def_mem_per_cpu_mb: int = 1024) -> None:
-        self.slurmctld_port = slurmctld_port or dev_port(16817)
-        self.slurmd_port = slurmd_port or dev_port(16818)
+    `release` "22.05" is the host's own Slurm; "24.11" and "26.05" run from their chroots.
+    """
+
+    def __init__(self, release: str = DEFAULT_RELEASE, *, cluster_name: str | None = None,
+                 slurmctld_port: int | None = None, slurmd_port: int | None = None, rest_host: str = "127.0.0.1",
+                 rest_port: int | None = None, partition: str = "debug", node_name: str | None = None,
+                 base_dir: Path | None = None, def_mem_per_cpu_mb: int = 1024) -> None:
+        if release not in RELEASES:
+            raise ValueError(f"Slurm {release} is not one the local stack runs ({', '.join(RELEASES)})")
+        self.release = RELEASES[release]
+        host = not self.release.in_chroot
+        base = self.release.port_base
+        self.slurmctld_port = slurmctld_port or dev_port(base)
+        self.slurmd_port = slurmd_port or dev_port(base + 1)
+        self.login_port = dev_port(base + 2)
+        self.rest_port = rest_port or dev_port(base + 3)
         # Stacks side by side (a port offset) are separate clusters with names of their own.
-        self.cluster_name = cluster_name or f"aifactory{self.slurmctld_port - 16817 or ''}"
+        offset = self.slurmctld_port - base
+        self.cluster_name = cluster_name or f"aifactory{'' if host else self.release.tag.replace('-', '')}{offset or ''}"
         self.rest_host = rest_host
-        self.rest_port = rest_port or dev_port(16820)
         self.partition = partition
         self.def_mem_per_cpu_mb = def_mem_per_cpu_mb
-        self.node_name = node_name or _short_hostname()
-        self.base_dir = base_dir or state_dir() / "slurm"
-        self._munged = ManagedProcess("munged")
-        self._ctld = ManagedProcess("slurmctld")
-        self._slurmd = ManagedProcess("slurmd")
-        self._rest = ManagedProcess("slurmrestd")
+        self.hostname = _short_hostname()
+        # Each cluster's node has a name of its own; the chroot ones run on this same host (NodeHostname).
+        self.node_name = node_name or (self.hostname if host else f"{self.hostname}-{self.release.tag}")
+        self.base_dir = base_dir or state_dir() / ("slurm" if host else f"slurm-{release}")
+        suffix = "" if host else f"-{release}"
+        self._munged = ManagedProcess(f"munged{suffix}")
+        self._ctld = ManagedProcess(f"slurmctld{suffix}")
+        self._slurmd = ManagedProcess(f"slurmd{suffix}")
+        self._rest = ManagedProcess(f"slurmrestd{suffix}")
+        project = Path(__file__).resolve().parents[2]
+        self.chroot = None if host else ChrootMount(release, state_dir() / f"chroot-{release}", [self.base_dir],
+                                                     project)
 
     # ---- paths and environment -------------------------------------------------------------
 
@@ -179,7 +233,14 @@ class LocalSlurm:
     def _tool_env(self) -> dict[str, str]:
         return {**os.environ, **self.env()}
 
+    def command(self, argv: list[str], user: str | None = None) -> list[str]:
+        """A Slurm (or munge) command of this cluster's release: inside its chroot for the newer ones."""
+        if self.chroot is not None:
+            return self.chroot.command(argv, user=user)
+        return argv if user is None else ["runuser", "-u", user, "--", *argv]
+
     def _run(self, argv: list[str], timeout: float = 20.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = self.command(argv)
         proc = subprocess.run(argv, env=self._tool_env(), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -197,7 +258,7 @@ class LocalSlurm:
         lines = [
             "# Written by aifactory.devstack.slurm; rewritten on every `up`.",
             f"ClusterName={self.cluster_name}",
-            f"SlurmctldHost={self.node_name}(127.0.0.1)",
+            f"SlurmctldHost={self.hostname}(127.0.0.1)",
             f"SlurmctldPort={self.slurmctld_port}",
             f"SlurmdPort={self.slurmd_port}",
             "SlurmUser=root",
@@ -228,13 +289,14 @@ class LocalSlurm:
             "JobAcctGatherParams=OverMemoryKill",
             "JobAcctGatherFrequency=task=2",
             "AccountingStorageType=accounting_storage/none",
-            "SwitchType=switch/none",
+            *(["SwitchType=switch/none"] if self.release.switch_type else []),
             "ReturnToService=2",
             "MailProg=/bin/true",
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
-            f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={_cpu_count()} "
-            f"RealMemory={self._real_memory_mb()} State=UNKNOWN",
+            f"NodeName={self.node_name}"
+            + ("" if self.node_name == self.hostname else f" NodeHostname={self.hostname}")
+            + f" NodeAddr=127.0.0.1 CPUs={_cpu_count()} RealMemory={self._real_memory_mb()} State=UNKNOWN",
             f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ]
         return "\n".join(lines) + "\n"
@@ -253,6 +315,9 @@ class LocalSlurm:
         plugstack = self.base_dir / "plugstack.conf"
         if not plugstack.exists():
             plugstack.write_text("")
+        if self.chroot is not None:
+            # Else slurmd stops: "No filesystem mounted on /sys/fs/cgroup" (the chroot sees no cgroup tree).
+            (self.base_dir / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
         text = self.render_conf()
         old = self.conf_path.read_text() if self.conf_path.exists() else None
         if old == text:
@@ -268,6 +333,13 @@ class LocalSlurm:
         tmp.replace(self.conf_path)
 
     # ---- checks ----------------------------------------------------------------------------
+
+    def prepare(self, progress: Progress = print) -> None:
+        """Check that this release can run here: the host's packages, or the chroot (built when missing)."""
+        if self.chroot is None:
+            self.check_installed()
+            return
+        ensure_chroot(self.release.name, progress)
 
     @staticmethod
     def check_installed() -> None:
@@ -287,7 +359,8 @@ class LocalSlurm:
         pid = mp.pid()
         deadline = time.monotonic() + timeout
         while pid and pid_alive(pid) and time.monotonic() < deadline:
-            if any(os.path.basename(a) == binary for a in _cmdline(pid)):
+            argv = _cmdline(pid)
+            if argv and os.path.basename(argv[0]) == binary:
                 return
             time.sleep(0.02)
 
@@ -304,19 +377,42 @@ class LocalSlurm:
 
     # ---- munge -----------------------------------------------------------------------------
 
-    @staticmethod
-    def munge_answers() -> bool:
-        """True if a munged answers on the default socket (a credential round-trips)."""
+    def munge_answers(self) -> bool:
+        """True if a munged answers on this cluster's socket (a credential round-trips): the host's default
+        socket, or the one inside the chroot."""
         try:
-            cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=5)
+            cred = subprocess.run(self.command(["munge", "-n"]), capture_output=True, timeout=5)
             if cred.returncode != 0:
                 return False
-            back = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=5)
+            back = subprocess.run(self.command(["unmunge"]), input=cred.stdout, capture_output=True, timeout=5)
             return back.returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
+    def _ensure_chroot_munge(self, progress: Progress) -> None:
+        """The chroot's own munged, with a key of this stack's own (made in the overlay on the first start)."""
+        assert self.chroot is not None
+        if self._owned(self._munged, "munged") and self.munge_answers():
+            progress("munged: ours, running")
+            return
+        key = self.chroot.base / "upper" / "etc" / "munge" / "munge.key"
+        if not key.exists():
+            subprocess.run(self.command(["mungekey", "-c", "-f", "-k", "/etc/munge/munge.key"]), check=True,
+                           capture_output=True)
+            subprocess.run(self.command(["chown", "munge:munge", "/etc/munge/munge.key"]), check=True)
+        subprocess.run(self.command(["install", "-d", "-o", "munge", "-g", "munge", "-m", "0755", "/run/munge"]),
+                       check=True)
+        progress("munged: starting (inside the chroot)")
+        self._munged.start(self.command(["/usr/sbin/munged", "-F"], user="munge"))
+        self._wait_exec(self._munged, "munged")
+        try:
+            wait_until(self.munge_answers, 15, "munged to answer")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}\n--- munged log ---\n{self._munged.log_tail()}") from exc
+
     def _ensure_munge(self, progress: Progress) -> None:
+        if self.chroot is not None:
+            return self._ensure_chroot_munge(progress)
         if self.munge_answers():
             owner = "ours" if self._owned(self._munged, "munged") else "already running, reused"
             progress(f"munged: {owner}")
@@ -353,13 +449,15 @@ class LocalSlurm:
         return "\n".join(parts)
 
     def _start_daemon(self, mp: ManagedProcess, binary: str, args: list[str], progress: Progress,
-                      env: dict[str, str] | None = None) -> None:
+                      env: dict[str, str] | None = None, user: str | None = None) -> None:
         pid = self._owned(mp, binary)
         if pid:
             progress(f"{binary}: running (pid {pid}), reused")
             return
         mp.pid_file.unlink(missing_ok=True)
-        pid = mp.start([_find(binary) or binary, *args], env={**self.env(), **(env or {})}, cwd=self.base_dir)
+        argv = [_find(binary) or binary, *args] if self.chroot is None else self.command([f"/usr/sbin/{binary}", *args],
+                                                                                     user=user)
+        pid = mp.start(argv, env={**self.env(), **(env or {})}, cwd=self.base_dir)
         self._wait_exec(mp, binary)
         progress(f"{binary}: started (pid {pid})")
 
@@ -398,16 +496,19 @@ class LocalSlurm:
     def _rest_ping(self) -> bool:
         token = self.mint_token(lifespan=120)
         req = urllib.request.Request(
-            f"{self.url}/slurm/{API_VERSION}/ping",
+            f"{self.url}/slurm/{self.release.api_version}/ping",
             headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": token},
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             body = json.loads(resp.read() or b"{}")
         pings = body.get("pings") or []
-        return resp.status == 200 and bool(pings) and pings[0].get("ping") == "UP"
+        if resp.status != 200 or not pings:
+            return False
+        # "ping": "UP" up to v0.0.39, "pinged": "UP" from v0.0.40, only "responding" in v0.0.45.
+        return (pings[0].get("ping") or pings[0].get("pinged")) == "UP" or pings[0].get("responding") is True
 
     def _wait_rest(self, progress: Progress, timeout: float = 30) -> None:
-        progress(f"slurmrestd: waiting for {self.url}/slurm/{API_VERSION}/ping")
+        progress(f"slurmrestd: waiting for {self.url}/slurm/{self.release.api_version}/ping")
         deadline = time.monotonic() + timeout
         error = ""
         while True:
@@ -447,17 +548,22 @@ class LocalSlurm:
 
     def up(self, progress: Progress = print) -> None:
         """Start (or reuse) munged, slurmctld, slurmd and slurmrestd; return when the node is idle and REST answers."""
-        self.check_installed()
+        self.prepare(progress)
         self._write_files(progress)
+        if self.chroot is not None:
+            self.chroot.up()
         self._ensure_munge(progress)
         self._start_controller_and_node(progress)
-        self._start_daemon(
-            self._rest, "slurmrestd", ["-f", str(self.conf_path), "-a", "rest_auth/jwt", "-s", _REST_PLUGINS,
-                                       f"{self.rest_host}:{self.rest_port}"],
-            progress,
+        plugins = ["-s", self.release.rest_plugins] if self.release.rest_plugins else []
+        rest_args = ["-f", str(self.conf_path), "-a", "rest_auth/jwt", *plugins, f"{self.rest_host}:{self.rest_port}"]
+        if self.chroot is None:
             # Root may only run slurmrestd with the user check off; SLURM_JWT=daemon makes it accept tokens.
-            env={"SLURMRESTD_SECURITY": "disable_user_check", "SLURM_JWT": "daemon"},
-        )
+            self._start_daemon(self._rest, "slurmrestd", rest_args, progress,
+                               env={"SLURMRESTD_SECURITY": "disable_user_check", "SLURM_JWT": "daemon"})
+        else:
+            # An unprivileged user, as sites run it; without SLURM_JWT=daemon every token is rejected.
+            self._start_daemon(self._rest, "slurmrestd", rest_args, progress, env={"SLURM_JWT": "daemon"},
+                               user=REST_USER)
         self._wait_rest(progress)
         progress(f"slurm: cluster {self.cluster_name} up, partition {self.partition}, REST {self.url}")
 
@@ -566,25 +672,35 @@ class LocalSlurm:
         if munged:
             self._munged.stop()
             done.append(f"stopped munged (pid {munged})")
+        if self.chroot is not None:
+            done += self.chroot.down()
         return done
 
     # ---- status ----------------------------------------------------------------------------
+
+    def _label(self, part: str) -> str:
+        return part if self.chroot is None else f"{part} ({self.release.name})"
 
     def status(self) -> dict[str, str]:
         out: dict[str, str] = {}
         munged = self._owned(self._munged, "munged")
         if munged:
-            out["munged"] = f"running (pid {munged})"
-        elif self.munge_answers():
+            out[self._label("munged")] = f"running (pid {munged})"
+        elif self.chroot is None and self.munge_answers():
             out["munged"] = "running (not started by aifactory, reused)"
         else:
-            out["munged"] = "stopped"
+            out[self._label("munged")] = "stopped"
         details = {
             "slurmctld": f"port {self.slurmctld_port}, cluster {self.cluster_name}",
             "slurmd": f"port {self.slurmd_port}, node {self.node_name}",
-            "slurmrestd": self.url,
+            "slurmrestd": f"{self.url} (API {self.release.api_version})",
         }
         for mp, binary in reversed(self._slurm_parts()):
             pid = self._owned(mp, binary)
-            out[binary] = f"running (pid {pid}) {details[binary]}" if pid else "stopped"
+            out[self._label(binary)] = f"running (pid {pid}) {details[binary]}" if pid else "stopped"
         return out
+
+    def recorded(self) -> bool:
+        """Whether any process of this cluster is recorded as started (then `down` has something to do)."""
+        return any(mp.pid() is not None for mp in (self._munged, self._ctld, self._slurmd, self._rest)) or \
+            (self.chroot is not None and self.chroot.mounted())

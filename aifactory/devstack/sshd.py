@@ -1,7 +1,10 @@
 """A real OpenSSH server on a loopback port, standing in for a cluster's login node in tests and demos.
 
 It runs Debian's /usr/sbin/sshd in the foreground (-D -e) with its own config, host key and authorized key,
-all under one folder (default ``state_dir()/sshd/``), and is stopped by its recorded pid only.
+all under one folder (default ``state_dir()/sshd/``), and is stopped by its recorded pid only. Given the root of a
+Slurm release's chroot (``root=``), it runs the chroot's own sshd there: a login node of that release, whose
+commands (sbatch, squeue, scontrol) are the release's own. The folder must then be one the chroot sees at the
+same path (the cluster's own folder is).
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ class LocalSshd:
     """sshd on 127.0.0.1:<port> that lets `user` in with the generated client key, and nobody else."""
 
     def __init__(self, *, port: int | None = None, base_dir: Path | None = None, name: str = "sshd",
-                 user: str | None = None):
+                 user: str | None = None, root: Path | None = None):
         self.port = port or free_port()
         self.base_dir = base_dir or state_dir() / "sshd"
         self.user = user or os.environ.get("USER") or "root"
+        self.root = root
         self.process = ManagedProcess(name)
+
+    def _inside(self, argv: list[str]) -> list[str]:
+        return argv if self.root is None else ["chroot", str(self.root), *argv]
 
     @property
     def host_key(self) -> Path:
@@ -101,11 +108,12 @@ class LocalSshd:
             raise RuntimeError("openssh-server is not installed (apt-get install -y openssh-server)")
         self.write_files()
         if os.geteuid() == 0:
-            PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
+            privsep = PRIVSEP_DIR if self.root is None else self.root / str(PRIVSEP_DIR).lstrip("/")
+            privsep.mkdir(mode=0o755, exist_ok=True)
+        check = subprocess.run(self._inside([SSHD, "-t", "-f", str(self.config)]), capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"sshd refuses its config: {check.stderr.strip()}")
-        self.process.start([SSHD, "-D", "-e", "-f", str(self.config)])
+        self.process.start(self._inside([SSHD, "-D", "-e", "-f", str(self.config)]))
 
         def listening() -> bool:
             if not self.process.running():

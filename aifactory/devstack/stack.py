@@ -1,8 +1,9 @@
 """`aifactory dev up|down|status|env`: the whole local stack on this one machine.
 
 Order: Slurm (munge, slurmctld, slurmd, slurmrestd) -> Kubernetes API (etcd, kube-apiserver) -> CRDs, the
-`default` SlurmCluster and its token Secret -> the operator. Every process is recorded by pid and `down`
-stops exactly those.
+`default` SlurmCluster and its token Secret -> the operator -> the REST API. `--slurm 24.11` (or 26.05, or
+`all`) also starts that Slurm release from its chroot, with its own token Secret and SlurmCluster
+`slurm-24-11`. Every process is recorded by pid and `down` stops exactly those.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 from aifactory.crds import all_crds
 from aifactory.devstack.kube import KubeControlPlane
 from aifactory.devstack.process import ManagedProcess, dev_port, state_dir, wait_until
-from aifactory.devstack.slurm import LocalSlurm
+from aifactory.devstack.slurm import DEFAULT_RELEASE, RELEASES, LocalSlurm
 
 NAMESPACE = "aifactory-system"
 TOKEN_SECRET = "slurm-jwt"
@@ -68,23 +69,34 @@ def apply(kube: KubeControlPlane, *objects: dict) -> None:
             time.sleep(0.5)
 
 
-def default_slurmcluster(slurm: LocalSlurm) -> dict:
-    # Jobs run this machine's Python (the one aifactory is installed in) and find the local slurm.conf.
+def cluster_name(release: str) -> str:
+    """The SlurmCluster of a release: `default` for the demo's 22.05, `slurm-24-11` for the others."""
+    return "default" if release == DEFAULT_RELEASE else f"slurm-{RELEASES[release].tag}"
+
+
+def token_secret(release: str) -> str:
+    return TOKEN_SECRET if release == DEFAULT_RELEASE else f"{TOKEN_SECRET}-{RELEASES[release].tag}"
+
+
+def job_environment() -> dict[str, str]:
+    # Jobs run this machine's Python (the one aifactory is installed in; the chroots see it at the same path).
     python_bin = str(Path(sys.executable).parent)
+    return {"PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": os.path.expanduser("~")}
+
+
+def default_slurmcluster(slurm: LocalSlurm) -> dict:
+    release = slurm.release.name
     return {
         "apiVersion": "aifactory.io/v1alpha1",
         "kind": "SlurmCluster",
-        "metadata": {"name": "default"},
+        "metadata": {"name": cluster_name(release)},
         "spec": {
             "url": slurm.url,
             "user": "root",
-            "tokenSecretRef": {"name": TOKEN_SECRET, "namespace": NAMESPACE, "key": "token"},
+            "tokenSecretRef": {"name": token_secret(release), "namespace": NAMESPACE, "key": "token"},
             "partition": slurm.partition,
             "workingDirectory": str(slurm.jobs_dir),
-            "jobEnvironment": {
-                "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                "HOME": os.path.expanduser("~"),
-            },
+            "jobEnvironment": job_environment(),
             "bindAddress": "127.0.0.1",
             "localLogs": True,
             "pollIntervalSeconds": 2,
@@ -135,7 +147,31 @@ def start_api(kube: KubeControlPlane) -> None:
     say(f"api: running (pid {API.pid()}) at {API_URL}, log {API.log_file}")
 
 
-def up() -> None:
+def publish_cluster(kube: KubeControlPlane, slurm: LocalSlurm) -> None:
+    """A release's token Secret and SlurmCluster (the token goes through stdin, never on a command line)."""
+    release = slurm.release.name
+    say(f"Slurm {release}: the token Secret {token_secret(release)} and SlurmCluster '{cluster_name(release)}'")
+    apply(kube, {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": token_secret(release), "namespace": NAMESPACE},
+        "stringData": {"token": slurm.mint_token(lifespan=TOKEN_LIFESPAN)},
+    })
+    apply(kube, default_slurmcluster(slurm))
+
+
+def releases_asked(asked: list[str] | None) -> list[str]:
+    """The extra Slurm releases named with --slurm ("all" = every one the stack runs besides the default)."""
+    out: list[str] = []
+    for name in asked or []:
+        for release in (r for r in RELEASES if r != DEFAULT_RELEASE) if name == "all" else [name]:
+            if release not in RELEASES:
+                raise SystemExit(f"no Slurm {release} in the local stack; it runs {', '.join(RELEASES)} (or `all`)")
+            if release != DEFAULT_RELEASE and release not in out:
+                out.append(release)
+    return out
+
+
+def up(releases: list[str] = ()) -> None:
     if os.geteuid() != 0:
         raise SystemExit("aifactory dev up needs root: the local Slurm runs munged, slurmctld and slurmd, which "
                          "start jobs as any user, and it writes /etc/munge/munge.key. Run it as root "
@@ -143,21 +179,19 @@ def up() -> None:
     started = time.monotonic()
     slurm = LocalSlurm()
     slurm.up(progress=say)
+    extra = [LocalSlurm(release) for release in releases]
+    for other in extra:
+        other.up(progress=lambda line, r=other.release.name: say(f"[{r}] {line}"))
     kube = KubeControlPlane()
     kube.up(progress=say)
     say("applying the CRDs")
     apply(kube, *all_crds().values())
     for crd in all_crds().values():
         kubectl(kube, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd['metadata']['name']}")
-    say(f"creating namespace {NAMESPACE}, the Slurm token Secret and SlurmCluster 'default'")
+    say(f"creating namespace {NAMESPACE}")
     apply(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    # The token goes through stdin, never on a command line.
-    apply(kube, {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE},
-        "stringData": {"token": slurm.mint_token(lifespan=TOKEN_LIFESPAN)},
-    })
-    apply(kube, default_slurmcluster(slurm))
+    for each in (slurm, *extra):
+        publish_cluster(kube, each)
     ensure_identity(kube)
     start_operator(kube)
     start_api(kube)
@@ -197,11 +231,15 @@ def admin_key() -> str | None:
 
 
 def running_parts() -> set[str]:
-    """Which of the stack's parts run now (each counts as running when all its processes do)."""
+    """Which of the stack's parts run now (each counts as running when all its processes do): "slurm" (the
+    default 22.05), "slurm-24.11", ..., "kube", "operator", "api"."""
     kube, slurm = KubeControlPlane(), LocalSlurm()
     running = set()
     if all(s.startswith("running") for s in slurm.status().values()):
         running.add("slurm")
+    for release in RELEASES:
+        if release != DEFAULT_RELEASE and all(s.startswith("running") for s in LocalSlurm(release).status().values()):
+            running.add(f"slurm-{release}")
     if all(s.startswith("running") for s in kube.status().values()):
         running.add("kube")
     if OPERATOR.running():
@@ -222,12 +260,28 @@ def down(keep: set[str] = frozenset()) -> None:
         stopped += KubeControlPlane().down()
     if "slurm" not in keep:
         stopped += LocalSlurm().down()
+    for release in RELEASES:
+        other = LocalSlurm(release)
+        if release != DEFAULT_RELEASE and f"slurm-{release}" not in keep and other.recorded():
+            stopped += [f"{line} [{release}]" for line in other.down()]
     say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def down_release(release: str) -> list[str]:
+    """Stop one of the extra Slurm releases, after taking its SlurmCluster and Secret out of Kubernetes."""
+    kube = KubeControlPlane()
+    if kube.running():
+        kubectl(kube, "delete", "slurmcluster", cluster_name(release), "--ignore-not-found", "--wait=false",
+                check=False)
+        kubectl(kube, "delete", "secret", token_secret(release), "-n", NAMESPACE, "--ignore-not-found", check=False)
+    return LocalSlurm(release).down()
 
 
 def status() -> int:
     kube, slurm = KubeControlPlane(), LocalSlurm()
-    parts = {**slurm.status(), **kube.status(),
+    others = [LocalSlurm(r) for r in RELEASES if r != DEFAULT_RELEASE]
+    parts = {**slurm.status(), **{k: v for o in others if o.recorded() for k, v in o.status().items()},
+             **kube.status(),
              "operator": f"running (pid {OPERATOR.pid()})" if OPERATOR.running() else "stopped",
              "api": f"running (pid {API.pid()}) {API_URL}" if API.running() else "stopped"}
     width = max(map(len, parts))
@@ -237,8 +291,8 @@ def status() -> int:
     return 0 if all(s.startswith("running") for s in parts.values()) else 1
 
 
-def env() -> None:
-    kube, slurm = KubeControlPlane(), LocalSlurm()
+def env(release: str = DEFAULT_RELEASE) -> None:
+    kube, slurm = KubeControlPlane(), LocalSlurm(release)
     print(f"export KUBECONFIG={kube.kubeconfig}")
     print(f"export SLURMRESTD_URL={slurm.url}")
     print(f"export AIFACTORY_API_URL={API_URL}")
@@ -248,6 +302,8 @@ def env() -> None:
     print(f"export SLURM_JWT={slurm.mint_token(lifespan=TOKEN_LIFESPAN)}")
     for key, value in slurm.env().items():
         print(f"export {key}={value}")
+    if slurm.chroot is not None:
+        print(f"# Slurm {release}'s commands run inside its chroot: chroot {slurm.chroot.root} squeue")
 
 
 def leftover_processes() -> list[tuple[int, str]]:
@@ -276,13 +332,20 @@ def leftover_processes() -> list[tuple[int, str]]:
     return found
 
 
-def command(action: str) -> int:
+def command(action: str, releases: list[str] | None = None) -> int:
+    asked = releases_asked(releases)
     if action == "up":
-        up()
+        up(asked)
     elif action == "down":
-        down()
+        if asked:  # only those releases
+            for release in asked:
+                say(f"Slurm {release}: stopped: {', '.join(down_release(release)) or 'nothing was running'}")
+        else:
+            down()
     elif action == "status":
         return status()
     elif action == "env":
-        env()
+        if len(asked) > 1:
+            raise SystemExit("`dev env` prints the variables of one Slurm release at a time")
+        env(*asked)
     return 0
