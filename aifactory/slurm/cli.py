@@ -1,13 +1,15 @@
 """Slurm's own commands over SSH, for sites without slurmrestd: sbatch, squeue --json, scancel, scontrol.
 
 Every value that comes from a user (environment, names, paths) reaches the login node either quoted by shlex
-or as data (the script on stdin, the environment as a NUL-separated file written from base64); none is ever
-spliced into a shell line as syntax.
+or as data on stdin; none is ever spliced into a shell line as syntax. The job's environment travels inside
+the batch script (stdin, never a command line that `ps` shows on a shared login node), as quoted `export`
+lines at its top, and sbatch runs with `--export=NONE`: the job gets exactly these variables plus Slurm's own,
+sbatch's own environment stays the login node's, and no `--export-file` is needed (Slurm 23.11 removed it,
+24.05 brought it back, 26.05 accepts and ignores it).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -30,10 +32,14 @@ _UNREACHABLE = ("unable to contact slurm controller", "connection refused", "soc
 _GONE = ("invalid job id", "already completing or completed", "job has already finished")
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def sbatch_argv(request: JobRequest) -> list[str]:
-    """sbatch's options for a request; the environment goes in --export-file, the script on stdin."""
-    argv = ["sbatch", "--parsable", f"--job-name={request.name}", f"--chdir={request.working_directory}",
-            f"--output={request.standard_output}", f"--error={request.standard_error}"]
+    """sbatch's options for a request; the script (with the environment at its top) goes on stdin."""
+    argv = ["sbatch", "--parsable", "--export=NONE", f"--job-name={request.name}",
+            f"--chdir={request.working_directory}", f"--output={request.standard_output}",
+            f"--error={request.standard_error}"]
     optional = {
         "--comment": request.comment or None,
         "--partition": request.partition,
@@ -52,24 +58,28 @@ def sbatch_argv(request: JobRequest) -> list[str]:
     return argv
 
 
-def export_file(environment: dict[str, str]) -> bytes:
-    """sbatch --export-file's format: NAME=value entries separated by NUL (values may hold any other byte).
-
-    With --export-file alone the job's environment is exactly these entries (plus Slurm's own SLURM_*),
-    as with slurmrestd's JSON environment; sbatch's own environment stays out of the job.
-    """
-    env = environment or {"AIFACTORY": "1"}  # slurmctld refuses a batch job without environment
-    for key, value in env.items():
-        if "\0" in key or "\0" in value or "=" in key:
+def script_with_environment(script: str, environment: dict[str, str]) -> str:
+    """The batch script with the job's environment exported at its top, each value quoted by shlex (so bash reads
+    it back byte for byte), after the shebang and the leading comments (#SBATCH lines must stay first)."""
+    for key, value in environment.items():
+        if not ENV_NAME.fullmatch(key) or "\0" in value:
             raise SlurmError(f"environment entry {key!r} cannot be passed to sbatch")
-    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    lines = script.splitlines(keepends=True)
+    at = 0
+    while at < len(lines) and (lines[at].startswith("#") or not lines[at].strip()):
+        at += 1
+    if lines and at == len(lines) and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    exports = ["# The job's environment (aifactory, transport ssh-cli: sbatch --export=NONE).\n",
+               *(f"export {k}={shlex.quote(v)}\n" for k, v in environment.items()),
+               # srun inside the job takes the whole environment, not sbatch's NONE.
+               "export SLURM_EXPORT_ENV=ALL\n"]
+    return "".join(lines[:at] + exports + lines[at:])
 
 
 def submit_line(request: JobRequest) -> str:
-    """The shell line that writes the environment file, runs sbatch with the script on stdin and removes it."""
-    blob = base64.b64encode(export_file(request.environment)).decode()  # [A-Za-z0-9+/=] only
-    return ('f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; '
-            f"printf %s {blob} | base64 -d > \"$f\" && {shlex.join(sbatch_argv(request))} --export-file=\"$f\"")
+    """The command that submits a request; the script, environment included, goes on its stdin."""
+    return shlex.join(sbatch_argv(request))
 
 
 def parse_sbatch(result: CommandResult) -> str:
@@ -142,10 +152,12 @@ class CliBridge:
                                   timeout=self.timeout)
 
     async def submit(self, request: JobRequest) -> str:
-        return parse_sbatch(await self._run(submit_line(request), input=request.script))
+        script = script_with_environment(request.script, request.environment)
+        return parse_sbatch(await self._run(submit_line(request), input=script))
 
     async def _squeue(self, job_id: str | None = None) -> list[SlurmJob]:
-        argv = ["squeue", "--json"] + ([f"--jobs={job_id}"] if job_id else [])
+        # --states=all: from 24.05.1 on squeue --json leaves finished jobs out even with --jobs (SchedMD ff14834caa).
+        argv = ["squeue", "--json", "--states=all"] + ([f"--jobs={job_id}"] if job_id else [])
         result = await self._run(argv)
         if result.exit_status != 0:
             if job_id and "invalid job id" in (result.stderr + result.stdout).lower():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -86,24 +87,31 @@ class RestBridge:
                 via = f" (through SSH to {self.ssh.target.where})" if self.ssh else ""
                 raise SlurmUnreachable(f"slurmrestd at {self.base_url}{via} unreachable: "
                                        f"{type(exc).__name__}: {exc}") from exc
-            if response.status_code == 401 and auth and attempt == 1:
-                continue  # the token may have expired: renew once
             if response.status_code == 304:
                 return None
             try:
                 data = response.json() if response.content else {}
             except ValueError:
                 data = {}
-            if response.status_code == 401:
-                raise SlurmAuthError("slurmrestd refused the token (401)", 401)
             errors = errors_of(data) if isinstance(data, dict) else []
+            text = "; ".join(errors) or response.text.strip()[:500] or response.reason_phrase
+            if auth and self._auth_refused(response.status_code, data):
+                if attempt == 1:
+                    continue  # the token may have expired: renew once
+                raise SlurmAuthError(f"slurmrestd refused the token ({response.status_code}: {text})",
+                                     response.status_code)
             if response.status_code not in ok_statuses or (errors and method != "GET"):
-                text = "; ".join(errors) or response.text.strip()[:500] or response.reason_phrase
                 if response.status_code in (502, 503, 504):
                     raise SlurmUnreachable(f"slurmrestd: {text}", response.status_code)
                 raise SlurmError(text, response.status_code)
             return data
         raise AssertionError("unreachable")
+
+    def _auth_refused(self, status: int, data: Any) -> bool:
+        """A refused token: 401, 511 from 24.11 on, 500 "Unspecified error" on 22.05 (the dialect knows)."""
+        if self._dialect is not None:
+            return self._dialect.auth_refused(status, data)
+        return status in (401, 511)
 
     def _path(self, dialect: Dialect, rest: str) -> str:
         return f"/slurm/{dialect.version}{rest}"
@@ -129,14 +137,16 @@ class RestBridge:
 
     async def jobs(self, since: int | None = None) -> JobsAnswer:
         dialect = await self.dialect()
-        params = {"update_time": str(since)} if since else None
+        params = {"update_time": dialect.update_time(since, int(time.time()))} if since else None
         answer = await self._call("GET", self._path(dialect, "/jobs"), params=params, ok_statuses=(200, 304))
         if answer is None:
-            return JobsAnswer(jobs=None, last_update=since)
+            return JobsAnswer(jobs=None, last_update=since)  # 22.05: 304
         jobs = dialect.jobs(answer)
         last = dialect.last_update(answer)
-        if since and not jobs and answer.get("warnings"):
-            return JobsAnswer(jobs=None, last_update=last or since)  # 23.11+: empty list = unchanged
+        if since and not jobs:
+            # From 23.11 on "nothing changed" is 200 with no jobs (and last_update 0); when anything changed the
+            # answer is every job, so an empty list after update_time never means "all jobs are gone".
+            return JobsAnswer(jobs=None, last_update=last or since)
         return JobsAnswer(jobs=jobs, last_update=last)
 
     async def cancel(self, job_id: str) -> None:

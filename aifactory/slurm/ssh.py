@@ -24,6 +24,11 @@ from aifactory.slurm.errors import SlurmUnreachable
 
 log = logging.getLogger(__name__)
 
+# asyncssh logs every channel and command line at INFO; on a busy cluster that is a line per poll, and a command
+# line may name user data (job names, paths). Warnings only, unless a logging setup asked for asyncssh itself.
+if logging.getLogger("asyncssh").level == logging.NOTSET:
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
 
 @dataclass(frozen=True)
 class SshTarget:

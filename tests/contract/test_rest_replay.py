@@ -1,56 +1,58 @@
-"""RestBridge replaying slurmrestd exchanges through an httpx MockTransport: the real 22.05 recordings, and the
-constructed answers of the newer versions. Checks what goes on the wire and what the bridge makes of the answers."""
+"""RestBridge replaying slurmrestd exchanges through an httpx MockTransport: the real recordings of Slurm 22.05,
+24.11 and 26.05 in every API version they serve (and the constructed v0.0.39). Checks what goes on the wire and
+what the bridge makes of the answers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
+from aifactory.devstack.slurm import RELEASES
 from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.tokens import StaticToken
+from recorded import CONSTRUCTED, exchange, folder, recorded_sets, set_id
 
-RECORDINGS = Path(__file__).parent / "recordings"
 SECRET = "eyJhbGciOiJIUzI1NiJ9.secret-token-value"
+REAL = recorded_sets()
 
 
 class Replay:
-    """Answers each request with the recorded exchange for its method and path (query included)."""
+    """Answers each request with the recorded exchanges for its method and path (the query aside), in order;
+    the last one again once they are used up. `refuse_token` answers that many requests with the recorded refusal
+    of a bad token."""
 
-    # Exchanges that share a method and path with another one; tests add them when they want them.
-    ALTERNATIVES = {"job_cancelled", "job_submit_bad_partition", "job_submit_no_environment"}
-
-    def __init__(self, version: str):
-        self.exchanges: dict[tuple[str, str], dict] = {}
-        for path in sorted((RECORDINGS / version).glob("*.json")):
-            if path.stem in self.ALTERNATIVES:
-                continue
-            exchange = json.loads(path.read_text())
-            request = exchange["request"]
-            self.exchanges.setdefault((request["method"], request["path"]), exchange)
+    def __init__(self, release: str, version: str, script: dict[str, list[str]]):
+        self.release, self.version = release, version
+        self.answers: dict[tuple[str, str], list[dict]] = {}
+        for name in ["openapi", *script.get("extra", [])]:
+            self._add(name)
+        for name in script.get("sequence", []):
+            self._add(name)
         self.seen: list[httpx.Request] = []
-        self.answer_401 = 0
+        self.refuse_token = 0
 
-    def add(self, name: str, version: str) -> None:
-        exchange = json.loads((RECORDINGS / version / f"{name}.json").read_text())
-        self.exchanges[(exchange["request"]["method"], exchange["request"]["path"])] = exchange
+    def _add(self, name: str) -> None:
+        recorded = exchange(self.release, self.version, name)
+        key = (recorded["request"]["method"], recorded["request"]["path"].split("?")[0])
+        self.answers.setdefault(key, []).append(recorded)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
-        if self.answer_401:
-            self.answer_401 -= 1
-            return httpx.Response(401, text="Authentication failure")
-        key = (request.method, request.url.raw_path.decode())
-        exchange = self.exchanges.get(key)
-        if exchange is None:
-            return httpx.Response(599, text=f"no recording for {key}")
-        body = exchange["body"]
-        return httpx.Response(exchange["status"], content=b"" if body is None else json.dumps(body).encode(),
+        if self.refuse_token and request.url.path != "/openapi/v3":
+            self.refuse_token -= 1
+            refused = exchange(self.release, self.version, "jobs_bad_token")
+            return httpx.Response(refused["status"], json=refused["body"])
+        queue = self.answers.get((request.method, request.url.path))
+        if not queue:
+            return httpx.Response(599, text=f"no recording for {request.method} {request.url.path}")
+        recorded = queue.pop(0) if len(queue) > 1 else queue[0]
+        body = recorded["body"]
+        return httpx.Response(recorded["status"], content=b"" if body is None else json.dumps(body).encode(),
                               headers={"content-type": "application/json"})
 
 
@@ -63,56 +65,96 @@ def run(coro):
     return asyncio.run(coro)
 
 
-# ---- the real 22.05 recordings ----------------------------------------------------------------
+def job_ids(release: str, version: str) -> tuple[str, str]:
+    running = exchange(release, version, "job_running")["body"]["jobs"][0]["job_id"]
+    failed = exchange(release, version, "job_failed")["body"]["jobs"][0]["job_id"]
+    return str(running), str(failed)
 
-def test_v0038_detect_submit_follow_cancel():
-    replay = Replay("v0.0.38")
+
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_detect_submit_follow_list_and_cancel(release, version):
+    replay = Replay(release, version, {"sequence": ["job_submit", "job_running", "job_cancelled", "jobs",
+                                                    "jobs_not_modified"],
+                                       "extra": ["job_failed", "job_unknown", "job_delete", "node"]})
+    running_id, failed_id = job_ids(release, version)
+    recorded = exchange(release, version, "job_submit")["request"]["body"]
+    job = recorded["job"]
+    script = recorded.get("script") or job["script"]
+    environment = job["environment"] if isinstance(job["environment"], dict) else \
+        dict(e.split("=", 1) for e in job["environment"])
+
+    # Detection picks the newest version the server lists; the older ones are pinned, as a SlurmCluster can.
+    newest = version == RELEASES[release].api_version
 
     async def scenario():
-        b = bridge(replay)
-        recorded = json.loads((RECORDINGS / "v0.0.38" / "job_submit.json").read_text())["request"]["body"]
-        request = JobRequest(name="e2e-comment", script=recorded["script"], environment=recorded["job"]["environment"],
-                             working_directory=recorded["job"]["current_working_directory"],
-                             standard_output="", standard_error="", time_limit_minutes=10)
+        b = bridge(replay, pinned=None if newest else version)
+        request = JobRequest(name=job["name"], script=script, environment=environment,
+                             working_directory=job["current_working_directory"], standard_output="",
+                             standard_error="", time_limit_minutes=10)
         job_id = await b.submit(request)
-        running = await b.job("18")
+        running = await b.job(running_id)
+        cancelled = await b.job(running_id)
+        failed = await b.job(failed_id)
         unknown = await b.job("999999")
         changed = await b.jobs(since=1795439081)
         unchanged = await b.jobs(since=1795439085)
-        await b.cancel("18")
-        address = await b.node_address("vm")
+        await b.cancel(running_id)
+        address = await b.node_address(running.batch_host)
         await b.close()
-        return b, job_id, running, unknown, changed, unchanged, address
+        return b, job_id, running, cancelled, failed, unknown, changed, unchanged, address
 
-    b, job_id, running, unknown, changed, unchanged, address = run(scenario())
-    assert b.api_version == "v0.0.38"  # detected from the recorded /openapi/v3
-    assert job_id == "18"
-    assert running.state == "RUNNING" and running.batch_host == "vm" and running.comment == "hello-18"
-    assert unknown is None  # 22.05: 500 "Invalid job id specified"
-    assert changed.jobs and changed.jobs[0].job_id == "18" and changed.last_update is None
-    assert unchanged.jobs is None  # 304
+    b, job_id, running, cancelled, failed, unknown, changed, unchanged, address = run(scenario())
+    assert b.api_version == version
+    assert job_id == running_id
+    assert running.state == "RUNNING" and running.comment == f"hello-{running_id}"
+    assert cancelled.state == "CANCELLED" and cancelled.finished
+    assert (failed.state, failed.exit_code) == ("FAILED", 3)
+    assert unknown is None  # 22.05: 500 "Invalid job id specified"; later: 404
+    assert running_id in {j.job_id for j in changed.jobs}
+    assert unchanged.jobs is None  # 304 on 22.05; 200 with no jobs from 24.11 on
     assert address == "127.0.0.1"
 
-    methods = [(r.method, r.url.raw_path.decode()) for r in replay.seen]
-    assert methods[0] == ("GET", "/openapi/v3")
-    assert ("DELETE", "/slurm/v0.0.38/job/18") in methods
-    for request in replay.seen:  # 22.05 needs both headers on every call
-        assert request.headers["X-SLURM-USER-NAME"] == "root"
+    sent = [(r.method, r.url.path) for r in replay.seen]
+    assert (sent[0] == ("GET", "/openapi/v3")) == newest
+    assert ("DELETE", f"/slurm/{version}/job/{running_id}") in sent
+    polls = [r for r in replay.seen if r.url.path.endswith("/jobs")]
+    update_times = [r.url.params["update_time"] for r in polls]
+    if version in ("v0.0.40", "v0.0.41"):
+        assert all(t.startswith("now-") for t in update_times)  # the integer is refused there (422)
+    else:
+        assert update_times == ["1795439081", "1795439085"]
+    for request in replay.seen:
         assert request.headers["X-SLURM-USER-TOKEN"] == SECRET
-    sent = json.loads(replay.seen[1].content)
-    assert sent["script"] == json.loads((RECORDINGS / "v0.0.38" / "job_submit.json").read_text())[
-        "request"]["body"]["script"]
-    assert sent["job"]["environment"] == {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
-                                          "LANG": "C.UTF-8"}
+    submit = next(r for r in replay.seen if r.method == "POST")
+    assert json.loads(submit.content) == recorded  # exactly what was sent to the real server
     assert b.requests_sent == len(replay.seen)
 
 
-def test_v0038_rejected_submits_carry_slurms_words():
-    replay = Replay("v0.0.38")
-    replay.add("job_submit_bad_partition", "v0.0.38")
+def pinned_sets():
+    """Detection picks the newest version a server lists; pin the older ones to replay them."""
+    return [pytest.param(r, v, id=set_id(r, v)) for r, v in REAL]
+
+
+@pytest.mark.parametrize("release,version", pinned_sets())
+def test_each_version_pinned(release, version):
+    replay = Replay(release, version, {"sequence": ["job_running"]})
+    running_id, _ = job_ids(release, version)
 
     async def scenario():
-        b = bridge(replay, pinned="v0.0.38")
+        b = bridge(replay, pinned=version)
+        return await b.job(running_id), b
+
+    job, b = run(scenario())
+    assert job.state == "RUNNING" and b.api_version == version
+    assert [r.url.path for r in replay.seen] == [f"/slurm/{version}/job/{running_id}"]
+
+
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_rejected_submits_carry_slurms_words(release, version):
+    replay = Replay(release, version, {"extra": ["job_submit_bad_partition"]})
+
+    async def scenario():
+        b = bridge(replay, pinned=version)
         with pytest.raises(SlurmError) as bad:
             await b.submit(JobRequest(name="x", script="#!/bin/bash\ntrue\n", environment={"A": "1"},
                                       working_directory="/tmp", standard_output="", standard_error="",
@@ -124,9 +166,12 @@ def test_v0038_rejected_submits_carry_slurms_words():
     assert SECRET not in str(error)
 
 
-def test_a_401_renews_the_token_and_retries_once():
-    replay = Replay("v0.0.38")
-    replay.answer_401 = 1
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_a_refused_token_is_read_again_and_the_call_retried_once(release, version):
+    # 401 without a token, 511 for a bad one from 24.11 on, 500 "Unspecified error" on 22.05.
+    replay = Replay(release, version, {"sequence": ["job_running"]})
+    replay.refuse_token = 1
+    running_id, _ = job_ids(release, version)
     renewed = []
 
     async def reload():
@@ -134,27 +179,52 @@ def test_a_401_renews_the_token_and_retries_once():
         return SECRET + "-new"
 
     async def scenario():
-        b = bridge(replay, pinned="v0.0.38", tokens=StaticToken(SECRET, reload))
-        return await b.job("18")
+        b = bridge(replay, pinned=version, tokens=StaticToken(SECRET, reload))
+        return await b.job(running_id)
 
     job = run(scenario())
     assert job.state == "RUNNING" and renewed == [1]
     assert [r.headers["X-SLURM-USER-TOKEN"] for r in replay.seen] == [SECRET, SECRET + "-new"]
 
 
-def test_a_second_401_is_an_auth_error_without_the_token():
-    replay = Replay("v0.0.38")
-    replay.answer_401 = 2
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_a_second_refusal_is_an_auth_error_in_slurms_words_without_the_token(release, version):
+    replay = Replay(release, version, {"sequence": ["job_running"]})
+    replay.refuse_token = 2
+    running_id, _ = job_ids(release, version)
 
     async def scenario():
-        b = bridge(replay, pinned="v0.0.38")
+        b = bridge(replay, pinned=version)
         with pytest.raises(SlurmAuthError) as err:
-            await b.job("18")
+            await b.job(running_id)
         return err.value
 
     error = run(scenario())
-    assert isinstance(error, SlurmUnreachable) and "401" in str(error) and SECRET not in str(error)
+    assert isinstance(error, SlurmUnreachable) and SECRET not in str(error)
+    assert ("Protocol authentication error" if release != "22.05" else "Unspecified error") in str(error)
     assert len(replay.seen) == 2
+
+
+def test_the_constructed_v0039_through_the_bridge(standard_request):
+    replay = Replay("constructed", "v0.0.39", {"sequence": ["job_submit", "job_pending"],
+                                               "extra": ["job_unknown", "jobs", "jobs_not_modified", "job_delete"]})
+
+    async def scenario():
+        b = bridge(replay)
+        job_id = await b.submit(standard_request)
+        pending = await b.job("4242")
+        unknown = await b.job("999999")
+        changed = await b.jobs(since=1795440000)
+        unchanged = await b.jobs(since=1795440100)
+        await b.cancel("4242")
+        return b, job_id, pending, unknown, changed, unchanged
+
+    b, job_id, pending, unknown, changed, unchanged = run(scenario())
+    assert b.api_version == "v0.0.39" and job_id == "4242" and pending.state == "PENDING" and unknown is None
+    assert [j.state for j in changed.jobs] == ["RUNNING", "FAILED"] and unchanged.jobs is None
+    submit = next(r for r in replay.seen if r.method == "POST")
+    assert json.loads(submit.content) == exchange("constructed", "v0.0.39", "job_submit")["request"]["body"]
+    assert folder("constructed", "v0.0.39") == CONSTRUCTED["v0.0.39"]
 
 
 def test_unreachable_slurmrestd_is_unreachable_not_refused():
@@ -170,30 +240,3 @@ def test_unreachable_slurmrestd_is_unreachable_not_refused():
 
     error = run(scenario())
     assert "connection refused" in str(error) and SECRET not in str(error)
-
-
-# ---- the constructed answers of v0.0.39+ -------------------------------------------------------
-
-@pytest.mark.parametrize("version", ["v0.0.39", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44"])
-def test_newer_versions_through_the_bridge(version, standard_request):
-    replay = Replay(version)
-
-    async def scenario():
-        b = bridge(replay)
-        job_id = await b.submit(standard_request)
-        pending = await b.job("4242")
-        unknown = await b.job("999999")
-        changed = await b.jobs(since=1795440000)
-        unchanged = await b.jobs(since=1795440100)
-        await b.cancel("4242")
-        return b, job_id, pending, unknown, changed, unchanged
-
-    b, job_id, pending, unknown, changed, unchanged = run(scenario())
-    assert b.api_version == version
-    assert job_id == "4242" and pending.state == "PENDING" and unknown is None
-    assert [j.state for j in changed.jobs] == ["RUNNING", "FAILED"] and changed.last_update == 1795440100
-    assert unchanged.jobs is None and unchanged.last_update == 1795440100
-    submit = next(r for r in replay.seen if r.method == "POST")
-    assert submit.url.raw_path.decode() == f"/slurm/{version}/job/submit"
-    assert json.loads(submit.content) == json.loads(
-        (RECORDINGS / version / "job_submit.json").read_text())["request"]["body"]

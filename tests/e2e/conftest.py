@@ -2,6 +2,12 @@
 
 The session brings the stack up with `aifactory dev up` and, at the end, stops exactly the parts that were
 not running before it started.
+
+`slurm_release` is the same stack seen through one real Slurm release at a time: 22.05 (the host's, the
+`default` SlurmCluster), 24.11 and 26.05 (from their chroots, started with `aifactory dev up --slurm`). Each
+comes with a login node of its own (a real sshd whose commands are that release's) and three SlurmClusters built
+from real Secrets, one per transport: rest, ssh-tunnel, ssh-cli. Tests that take it run once per release;
+pytest groups them so that each release is started once per session (and stopped after, if it was not running).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import yaml
 
 from aifactory.devstack import stack as devstack
 from aifactory.devstack.kube import KubeControlPlane
-from aifactory.devstack.slurm import LocalSlurm
+from aifactory.devstack.slurm import DEFAULT_RELEASE, RELEASES, LocalSlurm
+from aifactory.devstack.sshd import LocalSshd, free_port
 
 
 @dataclass
@@ -160,6 +167,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+class _OneReleaseAtATime:
+    """After pytest's own ordering: the tests of each Slurm release together, so each release is started once
+    (pytest groups parametrized fixtures by the case's position, which differs between tests)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        items.sort(key=_release_of)  # stable: each group keeps pytest's order
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_OneReleaseAtATime(), "aifactory-one-release-at-a-time")
+
+
+def _release_of(item) -> int:
+    """Tests without a release first (in their own order), then each release's tests together."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "slurm_release" not in callspec.params:
+        return -1
+    return list(RELEASES).index(callspec.params["slurm_release"])
+
+
 @pytest.fixture(scope="session")
 def stack() -> Stack:
     if os.geteuid() != 0:
@@ -175,6 +203,129 @@ def stack() -> Stack:
         # The session started the whole stack, so `dev down` must leave none of it behind.
         time.sleep(1)
         assert devstack.leftover_processes() == [], "processes of the stack survived `aifactory dev down`"
+
+
+@dataclass
+class SlurmUnderTest:
+    """One real Slurm release of the stack, as the tests see it."""
+
+    release: str
+    slurm: LocalSlurm
+    token: str = field(repr=False)  # a slurmrestd JWT for the checks made straight against slurmrestd
+    login: LocalSshd | None = None
+    clusters: dict[str, str] = field(default_factory=dict)  # transport -> SlurmCluster name
+
+    @property
+    def api_version(self) -> str:
+        return self.slurm.release.api_version
+
+    def rest(self, method: str, path: str, **kw) -> httpx.Response:
+        """slurmrestd itself (not through aifactory), in the newest API the release serves."""
+        return httpx.request(method, f"{self.slurm.url}/slurm/{self.api_version}{path}", timeout=20,
+                             headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": self.token}, **kw)
+
+    def job(self, job_id: str) -> dict | None:
+        jobs = self.rest("GET", f"/job/{job_id}").json().get("jobs") or []
+        return jobs[0] if jobs else None
+
+    def state(self, job_id: str) -> str | None:
+        """The job's base state as slurmrestd says it (a string up to v0.0.39, a list after)."""
+        job = self.job(job_id)
+        if job is None:
+            return None
+        state = job["job_state"]
+        return state[0] if isinstance(state, list) else state
+
+    def jobs_tagged(self, uid: str) -> list[dict]:
+        """Every job slurmctld knows whose comment carries this AIService UID."""
+        answer = self.rest("GET", "/jobs").json()
+        return [j for j in answer.get("jobs") or [] if f"uid={uid}" in (j.get("comment") or "")]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        """A Slurm command of this release (inside its chroot for 24.11 and 26.05)."""
+        return subprocess.run(self.slurm.command(list(argv)), env={**os.environ, **self.slurm.env()},
+                              capture_output=True, text=True, timeout=60, check=check)
+
+
+RELEASE_IDS = [f"slurm-{r}" for r in RELEASES]
+
+
+def _release_clusters(stack: Stack, s: SlurmUnderTest) -> dict[str, str]:
+    """SlurmClusters for the ssh-tunnel and ssh-cli transports, from real Secrets (key, known_hosts, token)."""
+    tag = s.slurm.release.tag
+    key_secret, known_secret = f"e2e-ssh-key-{tag}", f"e2e-known-hosts-{tag}"
+    for name, data in ((key_secret, {"ssh-privatekey": s.login.private_key()}),
+                       (known_secret, {"known_hosts": s.login.known_hosts()})):
+        devstack.apply(stack.kube, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                    "metadata": {"name": name, "namespace": devstack.NAMESPACE},
+                                    "stringData": data})
+    rest = json.loads(stack.kubectl("get", "slurmcluster", devstack.cluster_name(s.release), "-o", "json").stdout)
+    ssh = {"host": "127.0.0.1", "port": s.login.port, "user": s.login.user,
+           "keySecretRef": {"name": key_secret}, "knownHostsSecretRef": {"name": known_secret}}
+    names = {"rest": devstack.cluster_name(s.release)}
+    for transport in ("ssh-tunnel", "ssh-cli"):
+        spec = {**rest["spec"], "transport": transport, "ssh": ssh, "cli": {"environment": s.slurm.env()}}
+        if transport == "ssh-cli":
+            spec.pop("url", None)
+            spec.pop("tokenSecretRef", None)
+        names[transport] = f"e2e-{tag}-{transport}"
+        devstack.apply(stack.kube, {"apiVersion": "aifactory.io/v1alpha1", "kind": "SlurmCluster",
+                                    "metadata": {"name": names[transport]}, "spec": spec})
+    return names
+
+
+def _wait_reachable(stack: Stack, names: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    status = {}
+    while time.monotonic() < deadline:
+        listed = json.loads(stack.kubectl("get", "slurmclusters", "-o", "json").stdout)["items"]
+        status = {o["metadata"]["name"]: o.get("status") or {} for o in listed if o["metadata"]["name"] in names}
+        if len(status) == len(names) and all(s.get("reachable") for s in status.values()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"SlurmClusters not reachable after {timeout}s: {status}")
+
+
+def pytest_generate_tests(metafunc):
+    """Tests that take `slurm_release` run once per release; `@pytest.mark.slurm_cases(names, cases)` gives
+    (release, *values) cases instead, e.g. one per API version a release serves."""
+    if "slurm_release" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("slurm_cases")
+    if marker is None or not set(marker.args[0]) <= set(metafunc.fixturenames):
+        metafunc.parametrize("slurm_release", list(RELEASES), ids=RELEASE_IDS, indirect=True, scope="session")
+    else:
+        names, cases = marker.args
+        metafunc.parametrize(["slurm_release", *names], cases, indirect=["slurm_release"], scope="session")
+
+
+@pytest.fixture(scope="session")
+def slurm_release(request, stack) -> SlurmUnderTest:
+    release = request.param
+    slurm = LocalSlurm(release)
+    started_here = False
+    if release != DEFAULT_RELEASE:
+        started_here = f"slurm-{release}" not in devstack.running_parts()
+        subprocess.run([sys.executable, "-m", "aifactory", "dev", "up", "--slurm", release], check=True,
+                       timeout=1200)
+    s = SlurmUnderTest(release, slurm, slurm.mint_token(lifespan=3600))
+    port = free_port()
+    s.login = LocalSshd(port=port, base_dir=slurm.base_dir / f"login-{port}", name=f"sshd-e2e-{release}",
+                        root=slurm.chroot.root if slurm.chroot else None)
+    s.login.up()
+    try:
+        s.clusters = _release_clusters(stack, s)
+        _wait_reachable(stack, list(s.clusters.values()))
+        yield s
+    finally:
+        tag = slurm.release.tag
+        for transport in ("ssh-tunnel", "ssh-cli"):
+            stack.kubectl("delete", "slurmcluster", f"e2e-{tag}-{transport}", "--ignore-not-found", check=False)
+        stack.kubectl("delete", "secret", f"e2e-ssh-key-{tag}", f"e2e-known-hosts-{tag}", "-n", devstack.NAMESPACE,
+                      "--ignore-not-found", check=False)
+        s.login.down()
+        if started_here:
+            devstack.down_release(release)
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
-"""AIService resources become Slurm jobs and working endpoints: real kube-apiserver, real slurmrestd, real model."""
+"""AIService resources become Slurm jobs and working endpoints: real kube-apiserver, real slurmrestd, real model.
+
+The tests that take `slurm_release` run against Slurm 22.05, 24.11 and 26.05, through SlurmClusters built from
+real Secrets; the lifecycle test also through each transport (rest, ssh-tunnel, ssh-cli).
+"""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import httpx
@@ -47,21 +50,40 @@ def test_kubectl_wait_returns_when_the_service_becomes_ready(stack, services, un
     assert stack.get(name)["status"]["phase"] == "running"
 
 
-def test_scancel_outside_shows_cancelled(stack, services, unique_name):
-    name = services(unique_name("scancel"), "testing/openai-echo")
-    status = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running", 120,
-                            what="running")["status"]
-    subprocess.run(["scancel", status["jobId"]], env={**stack.slurm.env(), "PATH": "/usr/bin:/bin"}, check=True)
-    final = stack.wait_for(name, lambda o: o["status"]["phase"] == "cancelled", 30, what="cancelled")["status"]
-    assert final["slurmState"] == "CANCELLED"
-    assert "endpoint" not in final
-    ready = {c["type"]: c for c in final["conditions"]}["Ready"]
-    assert ready["status"] == "False" and ready["reason"] == "Cancelled"
+@pytest.mark.parametrize("transport", ["rest", "ssh-tunnel", "ssh-cli"])
+def test_a_service_runs_answers_and_ends_through_each_transport(stack, slurm_release, services, unique_name,
+                                                               transport):
+    s = slurm_release
+    name = services(unique_name(f"life-{transport}"), "testing/openai-echo", cluster=s.clusters[transport])
+    stack.phases_until(name, "running", timeout=120)
+    status = stack.get(name)["status"]
+    assert status["node"] == s.slurm.node_name and status["endpoint"].startswith("http://127.0.0.1:")
+    assert {c["type"]: c for c in status["conditions"]}["Ready"]["status"] == "True"
+    # A real request, answered by the service the job started (inside the release's chroot for 24.11 and 26.05).
+    answer = httpx.post(f"{status['endpoint']}/v1/chat/completions", timeout=30,
+                        json={"messages": [{"role": "user", "content": "hello"}]}).json()
+    assert answer["choices"][0]["message"]["content"] == "echo: hello"
+    job_id = status["jobId"]
+    assert s.state(job_id) == "RUNNING"  # the job slurmrestd runs is the one the status names
+
+    if transport == "rest":
+        # scancel outside aifactory: the service follows Slurm.
+        s.run("scancel", job_id)
+        final = stack.wait_for(name, lambda o: o["status"]["phase"] == "cancelled", 30, what="cancelled")["status"]
+        assert final["slurmState"] == "CANCELLED" and "endpoint" not in final
+        ready = {c["type"]: c for c in final["conditions"]}["Ready"]
+        assert ready["status"] == "False" and ready["reason"] == "Cancelled"
+    else:
+        # Delete cancels the job through the same transport; the resource goes once Slurm confirms.
+        stack.kubectl("delete", "ais", name, "--wait=false")
+        stack.wait_gone(name, 60)
+        assert s.state(job_id) == "CANCELLED"
 
 
-def test_a_job_that_exits_non_zero_is_failed_with_its_exit_code(stack, services, unique_name):
+def test_a_job_that_exits_non_zero_is_failed_with_its_exit_code(stack, slurm_release, services, unique_name):
     # With no usable PATH the job's command cannot be found: bash exits 127.
-    name = services(unique_name("fails"), "testing/openai-echo", env={"PATH": "/nonexistent"})
+    name = services(unique_name("fails"), "testing/openai-echo", env={"PATH": "/nonexistent"},
+                    cluster=slurm_release.clusters["rest"])
     final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 60,
                            what="failed")["status"]
     assert final["slurmState"] == "FAILED"
@@ -70,8 +92,9 @@ def test_a_job_that_exits_non_zero_is_failed_with_its_exit_code(stack, services,
     assert stalled["status"] == "True"
 
 
-def test_a_submit_slurm_rejects_fails_with_slurms_words(stack, services, unique_name):
-    name = services(unique_name("badpart"), "testing/openai-echo", partition="no-such-partition")
+def test_a_submit_slurm_rejects_fails_with_slurms_words(stack, slurm_release, services, unique_name):
+    name = services(unique_name("badpart"), "testing/openai-echo", partition="no-such-partition",
+                    cluster=slurm_release.clusters["rest"])
     final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 30,
                            what="failed")["status"]
     assert "Invalid partition name specified" in final["message"]
@@ -95,16 +118,18 @@ def test_the_api_server_rejects_a_manifest_without_recipe(stack, unique_name):
     assert stack.get(manifest["metadata"]["name"]) is None
 
 
-def test_deleting_a_pending_service_cancels_its_queued_job(stack, services, unique_name):
+def test_deleting_a_pending_service_cancels_its_queued_job(stack, slurm_release, services, unique_name):
+    s = slurm_release
+    cluster = s.clusters["rest"]
     # A first service takes every CPU of the one node, so Slurm keeps the second one queued.
-    services(unique_name("blocker"), "testing/openai-echo", resources={"cpu": stack.slurm_cpus()})
-    hog = services(unique_name("queued"), "testing/openai-echo")
+    services(unique_name("blocker"), "testing/openai-echo", resources={"cpu": stack.slurm_cpus()}, cluster=cluster)
+    hog = services(unique_name("queued"), "testing/openai-echo", cluster=cluster)
     status = stack.wait_for(hog, lambda o: o.get("status", {}).get("jobId"), 30, what="a job id")["status"]
     assert status["phase"] == "pending"
     time.sleep(3)  # a poll or two: it must stay pending, with Slurm's reason in the message
     status = stack.get(hog)["status"]
     assert status["phase"] == "pending" and status["message"].startswith("Queued by Slurm")
-    assert stack.slurm_job(status["jobId"])["job_state"] == "PENDING"
+    assert s.state(status["jobId"]) == "PENDING"
     stack.kubectl("delete", "ais", hog, "--wait=false")
     stack.wait_gone(hog, 60)
-    assert stack.slurm_job(status["jobId"])["job_state"] == "CANCELLED"
+    assert s.state(status["jobId"]) == "CANCELLED"

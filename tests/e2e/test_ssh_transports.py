@@ -1,10 +1,10 @@
-"""The SSH transports against real parts: Debian's sshd on a loopback port (own host key and authorized key) in
-front of the local stack's real slurmrestd and real Slurm commands.
+"""What is particular to the SSH transports, against real parts: Debian's sshd on a loopback port (own host key
+and authorized key) in front of the local stack's real slurmrestd and real Slurm commands.
 
-- ssh-tunnel: RestBridge through a direct-tcpip channel to slurmrestd: detect, submit, follow, cancel.
-- ssh-cli: sbatch/squeue/scancel run on the "login node" over the same kind of connection.
-- tokens minted with `scontrol token` over SSH; data plane and log tails through the connection.
-- a wrong host key is refused.
+Submitting, following and cancelling jobs through the tunnel and with the commands, on every Slurm release,
+is in test_bridge.py; here: tokens minted with `scontrol token` over SSH (on each release's login node), the data
+plane and log tails through the one connection, a wrong host key refused, a broken connection reopened, a unix
+socket on the login node.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import shlex
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -22,11 +21,9 @@ import pytest
 
 from aifactory.devstack.sshd import LocalSshd, free_port
 from aifactory.models import SecretKeyRef, SlurmClusterSpec
-from aifactory.slurm.cli import CliBridge
 from aifactory.slurm.connect import bridge_for
 from aifactory.slurm.errors import SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, JobTags
-from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.ssh import SshConnection, SshTarget
 
 
@@ -49,17 +46,18 @@ def reader(secrets: dict[str, str]):
     return read
 
 
-def cluster_spec(stack, sshd: LocalSshd, transport: str, ssh_extra: dict | None = None,
+def cluster_spec(stack, sshd: LocalSshd, transport: str, ssh_extra: dict | None = None, slurm=None,
                  **extra) -> SlurmClusterSpec:
+    slurm = slurm or stack.slurm
     return SlurmClusterSpec.model_validate({
         "transport": transport,
-        "url": stack.slurm.url,  # as seen from the login node
+        "url": slurm.url,  # as seen from the login node
         "user": "root",
         "ssh": {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
                 "keySecretRef": {"name": "ssh-key"}, "knownHosts": sshd.known_hosts(), **(ssh_extra or {})},
-        "cli": {"environment": stack.slurm.env()},
-        "partition": stack.slurm.partition,
-        "workingDirectory": str(stack.slurm.jobs_dir),
+        "cli": {"environment": slurm.env()},
+        "partition": slurm.partition,
+        "workingDirectory": str(slurm.jobs_dir),
         **extra,
     })
 
@@ -85,44 +83,6 @@ async def until(check, timeout: float, what: str):
             return last
         await asyncio.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-async def test_rest_through_the_ssh_tunnel_submits_follows_and_cancels(stack, login_node):
-    spec = cluster_spec(stack, login_node, "ssh-tunnel", tokenSecretRef={"name": "jwt"})
-    bridge = await bridge_for(spec, reader(secrets_of(login_node, stack.token)))
-    assert isinstance(bridge, RestBridge) and bridge.ssh is not None
-    tag = uuid.uuid4().hex
-    job_id = None
-    try:
-        job_id = await bridge.submit(trivial_job(stack, tag))
-        assert bridge.api_version == "v0.0.38"  # detected through the tunnel from /openapi/v3
-
-        async def running():
-            job = await bridge.job(job_id)
-            return job if job and job.state == "RUNNING" else None
-        job = await until(running, 240, f"job {job_id} running")
-        assert job.tags.uid == tag and job.batch_host == stack.slurm.node_name
-
-        listed = await bridge.jobs()
-        assert job_id in {j.job_id for j in listed.jobs}
-
-        # The job's output, read on the "login node" with tail over SSH.
-        async def output():
-            return await bridge.log_tail(job, 5)
-        assert f"started-{job_id}" in await until(output, 30, "the job's output over SSH")
-
-        await bridge.cancel(job_id)
-
-        async def cancelled():
-            j = await bridge.job(job_id)
-            return j if j and j.finished else None
-        assert (await until(cancelled, 30, "cancelled")).state == "CANCELLED"
-        assert stack.slurm_job(job_id)["job_state"] == "CANCELLED"  # the real slurmrestd agrees
-        assert bridge.ssh.connects == 1  # every call reused the one connection
-    finally:
-        if job_id:
-            await bridge.cancel(job_id)
-        await bridge.close()
 
 
 async def test_data_plane_reaches_node_ports_through_the_same_connection(stack, login_node):
@@ -179,72 +139,12 @@ async def test_a_wrong_host_key_is_refused_with_a_clear_error(stack, login_node,
                                 private_key=login_node.private_key(), known_hosts=""))
 
 
-async def test_cli_transport_runs_sbatch_squeue_scancel_over_ssh(stack, login_node):
-    spec = cluster_spec(stack, login_node, "ssh-cli")
-    bridge = await bridge_for(spec, reader(secrets_of(login_node)))
-    assert isinstance(bridge, CliBridge)
-    tag = uuid.uuid4().hex
-    # Values that would be shell syntax if they were ever spliced into a command line.
-    tricky = "a b 'c' \"d\" $(touch /tmp/aifactory-pwned) `id` ; | & \\ *\nsecond line"
-    script = 'printf "%s" "$TRICKY" > "env-$SLURM_JOB_ID.txt"\necho started-$SLURM_JOB_ID\nsleep 120\n'
-    request = trivial_job(stack, tag, script, {"PATH": "/usr/bin:/bin", "TRICKY": tricky})
-    job_id = None
-    try:
-        job_id = await bridge.submit(request)
-        assert job_id.isdigit()
-
-        async def running():
-            job = await bridge.job(job_id)
-            return job if job and job.state == "RUNNING" else None
-        job = await until(running, 240, f"job {job_id} running")
-        assert job.tags.uid == tag and job.name == request.name
-        assert bridge.api_version == "cli (v0.0.38)"  # 22.05's squeue --json speaks v0.0.38
-
-        env_file = stack.slurm.jobs_dir / f"env-{job_id}.txt"
-        await until(lambda: asyncio.sleep(0, env_file.exists()), 30, "the job's env file")
-        assert env_file.read_text() == tricky  # byte for byte, through sbatch --export-file
-        assert not Path("/tmp/aifactory-pwned").exists()
-        env_file.unlink()
-
-        assert f"started-{job_id}" in await until(lambda: bridge.log_tail(job, 5), 30, "output")
-        assert (await bridge.jobs()).jobs and job_id in {j.job_id for j in (await bridge.jobs()).jobs}
-        assert await bridge.node_address(stack.slurm.node_name) == "127.0.0.1"
-
-        await bridge.cancel(job_id)
-
-        async def cancelled():
-            j = await bridge.job(job_id)
-            return j if j and j.finished else None
-        assert (await until(cancelled, 30, "cancelled")).state == "CANCELLED"
-        await bridge.cancel(job_id)  # cancelling an ended job is fine
-        assert await bridge.job("99999999") is None
-        assert bridge.ssh.connects == 1
-    finally:
-        if job_id:
-            await bridge.cancel(job_id)
-        await bridge.close()
-
-
-async def test_cli_transport_rejected_submit_has_slurms_words(stack, login_node):
-    spec = cluster_spec(stack, login_node, "ssh-cli")
-    bridge = await bridge_for(spec, reader(secrets_of(login_node)))
-    try:
-        from aifactory.slurm.errors import SlurmError
-        request = trivial_job(stack, "bad")
-        request = JobRequest(**{**request.__dict__, "partition": "no-such-partition"})
-        with pytest.raises(SlurmError) as rejected:
-            await bridge.submit(request)
-        assert "Invalid partition name specified" in str(rejected.value)
-        assert not isinstance(rejected.value, SlurmUnreachable)
-    finally:
-        await bridge.close()
-
-
-async def test_minted_tokens_over_ssh_drive_the_tunnel_and_never_reach_the_logs(stack, login_node, caplog):
+async def test_minted_tokens_over_ssh_drive_the_tunnel_and_never_reach_the_logs(stack, slurm_release, caplog):
     caplog.set_level(logging.DEBUG)
-    spec = cluster_spec(stack, login_node, "ssh-tunnel",
-                        token={"mint": {"lifespanSeconds": 120, "renewBeforeSeconds": 30}})
-    bridge = await bridge_for(spec, reader(secrets_of(login_node)))
+    s = slurm_release
+    spec = cluster_spec(stack, s.login, "ssh-tunnel", token={"mint": {"lifespanSeconds": 120, "renewBeforeSeconds": 30}},
+                        slurm=s.slurm)
+    bridge = await bridge_for(spec, reader(secrets_of(s.login)))
     try:
         answer = await bridge.jobs()
         assert answer.jobs is not None  # slurmrestd accepted the minted token

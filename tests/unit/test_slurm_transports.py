@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-import re
 import shlex
+import subprocess
 
 import pytest
 
-from aifactory.slurm.cli import dialect_of_answer, export_file, parse_sbatch, sbatch_argv, submit_line
+from aifactory.slurm import cli
+from aifactory.slurm.cli import dialect_of_answer, parse_sbatch, sbatch_argv, submit_line
 from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.logs import combine, output_paths
@@ -30,31 +31,40 @@ def request(**over) -> JobRequest:
 
 def test_sbatch_options_from_a_request():
     argv = sbatch_argv(request())
-    assert argv[:2] == ["sbatch", "--parsable"]
+    assert argv[:3] == ["sbatch", "--parsable", "--export=NONE"]
     assert "--job-name=ais-ns-svc; rm -rf /" in argv and "--chdir=/scratch/a b" in argv
     assert {"--partition=gpu", "--cpus-per-task=2", "--mem=512M", "--gres=gpu:1", "--time=30", "--nodes=1",
             "--comment=aifactory uid=u1 stage=submitted"} <= set(argv)
     assert not any(a.startswith(("--account", "--qos")) for a in argv)
 
 
-def test_environment_file_is_nul_separated_and_exact():
-    data = export_file({"A": "1", "TRICKY": TRICKY})
-    assert data.split(b"\0")[:-1] == [b"A=1", f"TRICKY={TRICKY}".encode()]
-    assert export_file({}) == b"AIFACTORY=1\0"  # slurmctld refuses a job without environment
+SECRET = "s3cr3t-value-that-must-not-show"
+
+
+def test_the_submit_command_line_carries_no_environment_value():
+    # A command line is visible to every user of a shared login node (ps); the environment may hold secrets.
+    req = request(environment={"PATH": "/usr/bin", "API_KEY": SECRET, "TRICKY": TRICKY})
+    line = submit_line(req)
+    for value in (SECRET, TRICKY):
+        assert value not in line
+        for encoded in (base64.b64encode(value.encode()).decode(), base64.b64encode(f"API_KEY={value}".encode())):
+            assert str(encoded)[:12] not in line
+    # Nothing became shell syntax, and no --export-file (removed in 23.11, ignored by 26.05).
+    assert shlex.split(line) == sbatch_argv(req)
+    assert "--export=NONE" in sbatch_argv(req) and not any("export-file" in a for a in sbatch_argv(req))
+
+
+def test_the_environment_reaches_the_job_byte_for_byte_through_the_script():
+    env = {"PATH": "/usr/bin:/bin", "TRICKY": TRICKY, "EMPTY": "", "NEWLINES": "a\n\n", "SECRET": SECRET}
+    script = cli.script_with_environment("#!/bin/bash\n# a comment\nprintf '%s|' \"$TRICKY\" \"$EMPTY\" "
+                                         "\"$NEWLINES\" \"$SECRET\" \"$SLURM_EXPORT_ENV\"\n", env)
+    assert script.startswith("#!/bin/bash\n# a comment\n# The job's environment")
+    ran = subprocess.run(["bash", "-c", script], env={}, capture_output=True, text=True, check=True)
+    assert ran.stdout == f"{TRICKY}||a\n\n|{SECRET}|ALL|"
     with pytest.raises(SlurmError):
-        export_file({"A": "x\0y"})
-
-
-def test_submit_line_carries_user_values_only_quoted_or_as_base64():
-    line = submit_line(request())
-    assert TRICKY not in line and "$(touch" not in line  # the environment travels as base64
-    blob = re.search(r"printf %s (\S+) \|", line).group(1)
-    assert re.fullmatch(r"[A-Za-z0-9+/=]+", blob)
-    assert base64.b64decode(blob) == export_file(request().environment)
-    # The sbatch part splits back into exactly the intended arguments: nothing became shell syntax.
-    sbatch_part = line.split("&& ", 1)[1]
-    words = shlex.split(sbatch_part)
-    assert words[:-1] == sbatch_argv(request()) and words[-1] == "--export-file=$f"
+        cli.script_with_environment("#!/bin/bash\n", {"A": "x\0y"})
+    with pytest.raises(SlurmError):
+        cli.script_with_environment("#!/bin/bash\n", {"A B": "x"})
 
 
 def test_sbatch_answers():
@@ -174,3 +184,11 @@ async def test_a_tenants_job_is_submitted_for_its_slurm_user():
     assert "--uid=alice" in sbatch_argv(request(user="alice"))
     assert not any(a.startswith("--uid") for a in sbatch_argv(request()))
     await bridge.close()
+
+
+def test_asyncssh_does_not_log_command_lines():
+    import logging
+
+    import aifactory.slurm.ssh  # noqa: F401  (sets asyncssh's level when nothing else did)
+
+    assert not logging.getLogger("asyncssh").isEnabledFor(logging.INFO)

@@ -1,6 +1,6 @@
 """One adapter per slurmrestd dialect: builds request bodies and reads answers into the internal job model.
 
-Three dialects cover the job endpoints: v0.0.38, v0.0.39 and the v0.0.40-v0.0.44 family.
+Three dialects cover the job endpoints: v0.0.38, v0.0.39 and the v0.0.40-v0.0.45 family.
 Nothing above this package knows which version it talks to.
 """
 
@@ -22,6 +22,10 @@ class Dialect(Protocol):
     def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]: ...
 
     def last_update(self, answer: dict[str, Any]) -> int | None: ...
+
+    def update_time(self, since: int, now: int) -> str: ...
+
+    def auth_refused(self, status: int, answer: Any) -> bool: ...
 
     def node_address(self, answer: dict[str, Any]) -> str | None: ...
 
@@ -46,7 +50,7 @@ def warnings_of(answer: dict[str, Any]) -> list[str]:
 
 
 # Newest first: detection picks the first one the server serves.
-SUPPORTED = ("v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38")
+SUPPORTED = ("v0.0.45", "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38")
 
 
 def dialect_for(version: str) -> Dialect:

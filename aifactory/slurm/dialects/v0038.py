@@ -18,10 +18,11 @@ class V0038:
             # v0.0.38 wants an object and slurmctld refuses a batch job without any environment.
             "environment": dict(request.environment) or {"AIFACTORY": "1"},
             "current_working_directory": request.working_directory,
-            "standard_output": request.standard_output,
-            "standard_error": request.standard_error,
         }
         optional = {
+            # No path: Slurm's default (slurm-%j.out in the working directory).
+            "standard_output": request.standard_output or None,
+            "standard_error": request.standard_error or None,
             "comment": request.comment or None,
             "partition": request.partition,
             "account": request.account,
@@ -45,6 +46,19 @@ class V0038:
 
     def last_update(self, answer: dict[str, Any]) -> int | None:
         return None  # v0.0.38 does not say; the poller uses its own clock
+
+    def update_time(self, since: int, now: int) -> str:
+        return str(since)
+
+    def auth_refused(self, status: int, answer: Any) -> bool:
+        # 22.05 answers a bad or expired token with 500 and only "Unspecified error" (slurmctld's jwt_decode
+        # failed); a refusal for any other reason carries its own words.
+        if status == 401:
+            return True
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        return status == 500 and bool(errors) and all(
+            isinstance(e, dict) and e.get("error_number") == -1 and e.get("error") == "Unspecified error"
+            for e in errors)
 
     def _job(self, raw: dict[str, Any]) -> SlurmJob:
         exit_code, signal = wait_status(plain_int(raw.get("exit_code")))

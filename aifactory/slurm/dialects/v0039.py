@@ -27,10 +27,11 @@ class V0039:
             "script": request.script,
             "environment": environment_list(request.environment),
             "current_working_directory": request.working_directory,
-            "standard_output": request.standard_output,
-            "standard_error": request.standard_error,
         }
         optional = {
+            # No path: Slurm's default (slurm-%j.out in the working directory).
+            "standard_output": request.standard_output or None,
+            "standard_error": request.standard_error or None,
             "comment": request.comment or None,
             "partition": request.partition,
             "account": request.account,
@@ -54,6 +55,13 @@ class V0039:
 
     def last_update(self, answer: dict[str, Any]) -> int | None:
         return number(answer.get("last_update"))
+
+    def update_time(self, since: int, now: int) -> str:
+        return str(since)
+
+    def auth_refused(self, status: int, answer: Any) -> bool:
+        # 401 without a token; 24.11 on answer a bad, expired or other user's token with 511 (error 1007).
+        return status in (401, 511)
 
     def state(self, raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         return (raw.get("job_state") or "UNKNOWN").upper(), ()

@@ -1,9 +1,11 @@
-"""slurmrestd v0.0.40 to v0.0.44 (Slurm 23.11 onward): one family with small differences.
+"""slurmrestd v0.0.40 to v0.0.45 (Slurm 23.11 onward): one family with small differences.
 
 Against v0.0.39: job_state is a list (base state first, then flags), exit_code is
 {status, return_code, signal}, times are {set, infinite, number}, GPUs are "gres/gpu:N", step_id is a string.
-Inside the family: job_resources.nodes becomes an object in v0.0.41 (read by `nodes_of`), and the
-submit answer gains `result` in v0.0.41; neither changes what is sent.
+Inside the family, as the real 24.11 and 26.05 answer: job_resources.nodes becomes an object in v0.0.41 (read
+by `nodes_of`); the submit answer carries `result` beside `job_id` in v0.0.40 and v0.0.41 only; v0.0.40 and
+v0.0.41 refuse an integer `update_time` (422, "Parsing of N for timestamp failed") and take Slurm's relative
+form `now-<seconds>`, v0.0.42 on take the integer. None of it changes what is sent for a job.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 from aifactory.slurm.dialects.common import number
 from aifactory.slurm.dialects.v0039 import V0039
 
-FAMILY = ("v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44")
+FAMILY = ("v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
+RELATIVE_UPDATE_TIME = ("v0.0.40", "v0.0.41")
 
 
 class V0040Family(V0039):
@@ -29,6 +32,12 @@ class V0040Family(V0039):
         if job_id is None:  # v0.0.41+ also answer inside `result`
             job_id = (answer.get("result") or {}).get("job_id")
         return str(job_id)
+
+    def update_time(self, since: int, now: int) -> str:
+        if self.version in RELATIVE_UPDATE_TIME:
+            # Seconds back from the server's own "now"; the poller's `since` already allows for clock skew.
+            return f"now-{max(0, now - since)}"
+        return str(since)
 
     def state(self, raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         states = raw.get("job_state") or ["UNKNOWN"]
