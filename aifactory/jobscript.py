@@ -29,6 +29,9 @@ CONTAINER_COMMANDS = ("apptainer", "singularity")
 # Host-side settings that are not handed into the container: Apptainer refuses to override HOME, and the
 # host's PATH (where apptainer is found) would hide the container's own programs.
 NOT_FORWARDED = frozenset({"PATH", "HOME"})
+# The devices Slurm gives a job, by the variables it sets; --cleanenv would keep them out of the container (and
+# --nv adds nothing for them), so a service would see, and might take, every GPU of the node.
+GPU_BINDING = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
 
 _FIXED = {"{port}": f'"${PORT_VAR}"', "{host}": f'"${BIND_VAR}"'}
 _PLACEHOLDER = re.compile(r"\{port\}|\{host\}|" + ENV_PLACEHOLDER.pattern)
@@ -111,22 +114,24 @@ def render_job_script(recipe: Recipe, title: str, *, env_names: Iterable[str] = 
     apptainer these are handed into the container, whose environment is otherwise clean.
     """
     lines = [_PREAMBLE.replace("{title}", title.replace("\n", " "))]
-    if recipe.port:
-        lines.append(f"{PORT_VAR}={recipe.port}")
-    else:
-        lines.append(f"{PORT_VAR}=$(aifactory_free_port)")
-    lines.append(f"export {PORT_VAR}")
-    if recipe.port_env:
-        lines.append(f'export {recipe.port_env}="${PORT_VAR}"')
-    if recipe.host_env:
-        lines.append(f'export {recipe.host_env}="${BIND_VAR}"')
     if recipe.runtime is Runtime.native:
+        lines.extend(_port_lines(recipe))
         lines.append(f'aifactory_publish starting "${PORT_VAR}"')
         lines.append(f'echo "aifactory: starting {recipe.path} on port ${PORT_VAR}"')
         lines.append(f"exec {command_line(recipe.command + recipe.args)}")
     else:
         lines.extend(_container_lines(recipe, env_names, gpus, container_command))
     return "\n".join(lines) + "\n"
+
+
+def _port_lines(recipe: Recipe) -> list[str]:
+    """The port the service listens on: fixed, or a free one picked just before the service starts."""
+    lines = [f"{PORT_VAR}={recipe.port}" if recipe.port else f"{PORT_VAR}=$(aifactory_free_port)", f"export {PORT_VAR}"]
+    if recipe.port_env:
+        lines.append(f'export {recipe.port_env}="${PORT_VAR}"')
+    if recipe.host_env:
+        lines.append(f'export {recipe.host_env}="${BIND_VAR}"')
+    return lines
 
 
 def _container_lines(recipe: Recipe, env_names: Iterable[str], gpus: int, cmd: str) -> list[str]:
@@ -160,6 +165,8 @@ def _container_lines(recipe: Recipe, env_names: Iterable[str], gpus: int, cmd: s
             lines.append(f'definition="${SIF_CACHE_VAR}/{key}.def"')
             lines.append(f'[ -s "$definition" ] || printf \'%s\\n\' {shlex.quote(recipe.build or "")} > "$definition"')
             lines.append('aifactory_image "$sif" build "$definition"')
+    # After the image is ready: a pull may take minutes, and a port picked before it may be taken by then.
+    lines.extend(_port_lines(recipe))
     # The service's environment goes in as <PREFIX>NAME variables, read by apptainer from its own environment
     # (never parsed by this shell), and --no-eval makes apptainer inject them single-quoted: without it,
     # apptainer evaluates them in the container's shell ($(...) would run). An --env-file is no safer: apptainer
@@ -169,6 +176,10 @@ def _container_lines(recipe: Recipe, env_names: Iterable[str], gpus: int, cmd: s
         lines.append(f"for name in {' '.join(forwarded)}; do")
         lines.append(f'    if [ -n "${{!name+set}}" ]; then export "{prefix}$name=${{!name}}"; fi')
         lines.append("done")
+    lines.append("# The GPUs Slurm gave the job, when it gave any (--cleanenv would keep them out).")
+    lines.append(f"for name in {' '.join(GPU_BINDING)}; do")
+    lines.append(f'    if [ -n "${{!name+set}}" ]; then export "{prefix}$name=${{!name}}"; fi')
+    lines.append("done")
     switches = ["--cleanenv", "--no-eval"] + (["--nv"] if gpus else [])
     options = [("--bind", f'"${MODEL_CACHE_VAR}:{MODELS_MOUNT}"'), ("--bind", f'"${WORKSPACE_VAR}:{WORKSPACE_MOUNT}"')]
     options += [("--bind", shlex.quote(bind)) for bind in recipe.binds]

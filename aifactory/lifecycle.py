@@ -126,7 +126,9 @@ FAILURE_WORDS = {
 def observe(job: SlurmJob, healthy: bool) -> Observed:
     """The phase a service is in, given its job and whether its health path answered."""
     state = job.state
-    shown_state = state if not job.flags else f"{state},{','.join(job.flags)}"
+    # A finished job's COMPLETING flag passes (24.11 on show it right after a cancel); its status stays final.
+    flags = [f for f in job.flags if not (job.finished and f == "COMPLETING")]
+    shown_state = state if not flags else f"{state},{','.join(flags)}"
     tags = job.tags
     node = job.batch_host or job.nodes or None
     if job.vanished and not job.finished:

@@ -18,6 +18,7 @@ from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
 from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from aifactory.attempts import (
@@ -60,7 +61,7 @@ from aifactory.models import (
     RestartSpec,
     TenantSpec,
 )
-from aifactory.slurm.errors import SlurmError, SlurmUnreachable
+from aifactory.slurm.errors import SlurmError, SlurmUnreachable, SubmitUncertain
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 
 log = logging.getLogger(__name__)
@@ -103,18 +104,39 @@ def _fail(body: Any, patch: kopf.Patch, meta: Any, status: dict, reason: str, me
     kopf.warn(body, reason=reason, message=message)
 
 
-async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
-    """A live job tagged with this service's UID, from the poller's cache.
+# AIService UIDs whose last submit may or may not have reached Slurm (SubmitUncertain): before submitting again,
+# look for their job in a list fresh from Slurm, not in the poller's cache (which may predate that submit).
+_uncertain_submits: set[str] = set()
 
-    The cache is complete for this purpose: its first poll lists every job the cluster has (so jobs submitted
-    before a crash are found after the restart) and every submit of this process enters it at once.
+
+async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
+    """A live job tagged with this UID, from the poller's cache, or from Slurm itself after a submit whose answer
+    was lost.
+
+    The cache is complete otherwise: its first poll lists every job the cluster has (so jobs submitted before a
+    crash are found after the restart) and every submit of this process enters it at once. Should a service
+    have more than one live job (a submit repeated by an older version), the newest is kept, the others cancelled.
     """
-    try:
-        await cluster.poller.listed(timeout=30)
-    except TimeoutError:
-        raise SlurmUnreachable(cluster.poller.last_error or "no list of the cluster's jobs yet") from None
-    job = cluster.poller.job_for_service(uid)
-    return job if job is not None and not job.finished and not job.vanished else None
+    if uid in _uncertain_submits:
+        listed = await cluster.bridge.jobs(tagged_only=True)  # a full list, asked after that submit
+        live = [j for j in listed.jobs or [] if j.tags.uid == uid and not j.finished]
+        for job in live:
+            cluster.poller.remember(job)
+        _uncertain_submits.discard(uid)
+    else:
+        try:
+            await cluster.poller.listed(timeout=30)
+        except TimeoutError:
+            raise SlurmUnreachable(cluster.poller.last_error or "no list of the cluster's jobs yet") from None
+        live = [j for j in cluster.poller.jobs_for_service(uid) if not j.finished and not j.vanished]
+    if not live:
+        return None
+    live.sort(key=lambda j: int(j.job_id))
+    for extra in live[:-1]:
+        log.warning("%s has more than one live job: cancelling job %s, keeping %s", uid, extra.job_id,
+                    live[-1].job_id)
+        await cluster.bridge.cancel(extra.job_id)
+    return live[-1]
 
 
 async def submit_or_adopt(cluster: Cluster, uid: str, request: JobRequest) -> tuple[str, str]:
@@ -123,7 +145,11 @@ async def submit_or_adopt(cluster: Cluster, uid: str, request: JobRequest) -> tu
     job = await _find_live_job(cluster, uid)
     if job is not None:
         return job.job_id, "Adopted"
-    job_id = await cluster.bridge.submit(request)
+    try:
+        job_id = await cluster.bridge.submit(request)
+    except SubmitUncertain:
+        _uncertain_submits.add(uid)  # the next try looks in a list fresh from Slurm first
+        raise
     cluster.poller.remember(SlurmJob(job_id=job_id, name=request.name, state="PENDING", comment=request.comment))
     return job_id, "Submitted"
 
@@ -251,8 +277,9 @@ async def _reconcile(body: Any, spec: Any, meta: Any, status: Any, uid: str, pat
     async with _locks[uid]:
         if step.kind == "start":
             if phase is not None:
-                # Never adopt the job being replaced: it must have ended before the new one is submitted.
-                replaced = await _cancel_and_confirm(spec, status, uid)
+                # Never adopt the job being replaced: it must have ended before the new one is submitted. It runs
+                # on the old spec's cluster, whatever the new spec names.
+                replaced = await _cancel_and_confirm(old_spec or spec, status, uid, body=body)
                 attempts = parse_attempts(status.get("attempts"))
                 if replaced is not None:
                     attempts = observed(attempts, replaced, "Replaced")
@@ -504,12 +531,40 @@ async def _ended(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch
                                 lastFailure=info, nextAttemptTime=None))
 
 
-async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) -> SlurmJob | None:
-    """Cancel the service's live job and wait (by TemporaryError) until Slurm says it ended; the ended job."""
+async def _slurmcluster_exists(name: str) -> bool:
+    """Whether the SlurmCluster resource is there (it may only not be connected yet, e.g. after a restart)."""
+    def get() -> bool:
+        try:
+            k8s.CustomObjectsApi().get_cluster_custom_object(GROUP, VERSION, "slurmclusters", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     try:
-        cluster = registry.get(spec.get("cluster") or "default")
+        return await asyncio.to_thread(get)
+    except Exception as exc:  # noqa: BLE001  (unsure: keep waiting, as for a cluster not yet connected)
+        log.warning("could not tell whether SlurmCluster %s exists: %s", name, exc)
+        return True
+
+
+async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0,
+                              body: Any = None) -> SlurmJob | None:
+    """Cancel the service's live job and wait (by TemporaryError) until Slurm says it ended; the ended job."""
+    name = spec.get("cluster") or "default"
+    try:
+        cluster = registry.get(name)
     except ClusterNotReady as exc:
         if status.get("jobId"):
+            if not await _slurmcluster_exists(name):
+                # Nothing can cancel it any more; holding the resource forever would not either.
+                message = (f"SlurmCluster {name} is gone: job {status['jobId']} could not be cancelled and may "
+                           "still run there")
+                if body is not None:
+                    kopf.warn(body, reason="ClusterGone", message=message)
+                log.warning("%s: %s", uid, message)
+                return None
             raise kopf.TemporaryError(f"cannot cancel job {status.get('jobId')}: {exc}", delay=5) from exc
         if retry < 12 and not _phase(status).finished:
             # A job may have been submitted just before a restart: give the cluster a minute to connect.
@@ -542,8 +597,8 @@ async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0) 
 
 
 @kopf.on.delete(*RESOURCE)
-async def aiservice_delete(spec: Any, status: Any, uid: str, retry: int, **_) -> None:
-    """The finalizer: the resource goes only once Slurm confirms the job ended."""
-    await _cancel_and_confirm(spec, status, uid, retry)
+async def aiservice_delete(body: Any, spec: Any, status: Any, uid: str, retry: int, **_) -> None:
+    """The finalizer: the resource goes once Slurm confirms the job ended (or its SlurmCluster is gone)."""
+    await _cancel_and_confirm(spec, status, uid, retry, body=body)
     for memo in (_acted, _locks, _fences):
         memo.pop(uid, None)

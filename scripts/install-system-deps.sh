@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the local stack needs: Slurm with slurmrestd and JWT, munge, etcd, sshd, what
-# building kube-apiserver from Debian's source package takes, and Chromium for the web console's tests.
-# Installs only what is missing.
+# building kube-apiserver from Debian's source package takes, Chromium for the web console's tests, and
+# debootstrap (Slurm 24.11 and 26.05 run from Debian chroots it makes). Installs only what is missing.
 set -euo pipefail
 
 packages=(
@@ -10,6 +10,7 @@ packages=(
   golang-go golang-github-modern-go-reflect2-dev rsync jq dpkg-dev openssl
   lua5.4 wrk
   chromium  # the browser tests' headless Chromium (driven by Playwright, nothing downloaded)
+  debootstrap
 )
 
 missing=()

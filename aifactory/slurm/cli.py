@@ -10,6 +10,7 @@ sbatch's own environment stays the login node's, and no `--export-file` is neede
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
@@ -20,8 +21,8 @@ import httpx
 from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
-from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.files import ClusterFiles, SftpFiles
+from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob
 from aifactory.slurm.logs import LogReader, SshLogs
 from aifactory.slurm.nodes import SlurmNode
 from aifactory.slurm.ssh import CommandResult, SshConnection
@@ -146,16 +147,17 @@ class CliBridge:
         version = self._seen_version or self._pinned
         return f"cli ({version})" if version else "cli"
 
-    async def _run(self, argv: list[str] | str, input: str | None = None) -> CommandResult:
+    async def _run(self, argv: list[str] | str, input: str | None = None, once: bool = False) -> CommandResult:
         self.requests_sent += 1
         return await self.ssh.run(argv, input=input, environment=self.environment, prefix=self.prefix,
-                                  timeout=self.timeout)
+                                  timeout=self.timeout, once=once)
 
     async def submit(self, request: JobRequest) -> str:
         script = script_with_environment(request.script, request.environment)
-        return parse_sbatch(await self._run(submit_line(request), input=script))
+        # Never run twice: a second sbatch after a lost connection could be a second job.
+        return parse_sbatch(await self._run(submit_line(request), input=script, once=True))
 
-    async def _squeue(self, job_id: str | None = None) -> list[SlurmJob]:
+    async def _squeue(self, job_id: str | None = None, tagged_only: bool = False) -> list[SlurmJob]:
         # --states=all: from 24.05.1 on squeue --json leaves finished jobs out even with --jobs (SchedMD ff14834caa).
         argv = ["squeue", "--json", "--states=all"] + ([f"--jobs={job_id}"] if job_id else [])
         result = await self._run(argv)
@@ -164,7 +166,7 @@ class CliBridge:
                 return []  # 23.02+ honour --jobs and refuse an id slurmctld forgot
             raise _command_error("squeue", result)
         try:
-            answer = json.loads(result.stdout)
+            answer = await asyncio.to_thread(json.loads, result.stdout)
         except ValueError:
             raise SlurmError(f"squeue --json printed no JSON: {result.stdout[:200]!r}") from None
         errors = errors_of(answer)
@@ -172,15 +174,16 @@ class CliBridge:
             raise _command_error("squeue", CommandResult(1, "", "; ".join(errors)))
         dialect = dialect_of_answer(answer, self._pinned)
         self._seen_version = dialect.version
-        return dialect.jobs(answer)
+        keep = (lambda raw: JobTags.tagged(raw.get("comment"))) if tagged_only else None
+        return await asyncio.to_thread(dialect.jobs, answer, keep)
 
     async def job(self, job_id: str) -> SlurmJob | None:
         # 22.05's squeue --json ignores --jobs and lists every job: pick ours.
         return next((j for j in await self._squeue(job_id) if j.job_id == str(job_id)), None)
 
-    async def jobs(self, since: int | None = None) -> JobsAnswer:
+    async def jobs(self, since: int | None = None, *, tagged_only: bool = False) -> JobsAnswer:
         # squeue has no update_time: every poll is the full list (one command per interval).
-        return JobsAnswer(jobs=await self._squeue(), last_update=None)
+        return JobsAnswer(jobs=await self._squeue(tagged_only=tagged_only), last_update=None)
 
     async def cancel(self, job_id: str) -> None:
         result = await self._run(["scancel", str(job_id)])

@@ -15,3 +15,8 @@ class SlurmUnreachable(SlurmError):
 
 class SlurmAuthError(SlurmUnreachable):
     """The token was refused: as good as unreachable until a new token comes (no phase may change)."""
+
+
+class SubmitUncertain(SlurmUnreachable):
+    """A submit whose answer was lost after it may have reached slurmctld (a timeout, a gateway's 502-504, a
+    connection lost while sbatch ran). Before submitting again, look for the job in Slurm's own list."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 # Base states after which a job never runs again.
 FINISHED_STATES = frozenset({
@@ -75,8 +76,9 @@ class SlurmJob:
         scheduler; 0, read as None, when Slurm gives none, e.g. for a held job)."""
         return self.start_time if self.queued and self.start_time else None
 
-    @property
+    @cached_property
     def tags(self) -> "JobTags":
+        """Parsed once per job object (a poller looks them up often)."""
         return JobTags.parse(self.comment)
 
 
@@ -93,6 +95,11 @@ class JobTags:
     extra: dict[str, str] = field(default_factory=dict)
 
     PREFIX = "aifactory"
+
+    @classmethod
+    def tagged(cls, comment: str | None) -> bool:
+        """Whether a job's comment is aifactory's (cheap: no parsing)."""
+        return bool(comment) and comment.startswith(cls.PREFIX)
 
     @classmethod
     def parse(cls, comment: str | None) -> "JobTags":

@@ -1,9 +1,15 @@
-"""Reading the tail of a job's output files, from this side's filesystem or over SSH on the login node."""
+"""Reading the tail of a job's output files, from this side's filesystem or over SSH on the login node.
+
+A tail is bounded (MAX_TAIL_LINES lines, MAX_TAIL_BYTES bytes, whatever is asked) and read from the end of the
+file: a job's output may be gigabytes, or one endless line. Local files are read in a worker thread.
+"""
 
 from __future__ import annotations
 
-from collections import deque
-from pathlib import PurePosixPath, Path
+import asyncio
+import os
+import shlex
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
 from aifactory.slurm.jobs import SlurmJob
@@ -15,6 +21,9 @@ if TYPE_CHECKING:
 # Where aifactory's jobs write their output, relative to their working directory.
 JOB_STDOUT = "aifactory-%j.out"
 JOB_STDERR = "aifactory-%j.err"
+MAX_TAIL_LINES = 10_000
+MAX_TAIL_BYTES = 1024 * 1024
+_BLOCK = 64 * 1024
 
 
 def expand_pattern(pattern: str, job_id: str, name: str = "") -> str:
@@ -22,13 +31,29 @@ def expand_pattern(pattern: str, job_id: str, name: str = "") -> str:
     return pattern.replace("%%", "\0").replace("%j", job_id).replace("%x", name).replace("\0", "%")
 
 
+def bounded(lines: int) -> int:
+    return max(0, min(int(lines), MAX_TAIL_LINES))
+
+
 def tail_file(path: Path, lines: int) -> str | None:
-    """The last `lines` lines of a file, or None when it does not exist (yet)."""
+    """The last `lines` lines of a file (at most MAX_TAIL_LINES and MAX_TAIL_BYTES), read backwards from its end;
+    None when it does not exist (yet)."""
+    lines = bounded(lines)
     try:
-        with path.open("r", errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
+        f = open(path, "rb")
     except FileNotFoundError:
         return None
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        start, data = end, b""
+        # One newline more than the lines wanted: the first of them may be cut.
+        while start > 0 and data.count(b"\n") <= lines and end - start < MAX_TAIL_BYTES:
+            step = min(_BLOCK, start, MAX_TAIL_BYTES - (end - start))
+            start -= step
+            f.seek(start)
+            data = f.read(step) + data
+    kept = b"".join(data.splitlines(keepends=True)[-lines:]) if lines else b""
+    return kept[-MAX_TAIL_BYTES:].decode(errors="replace")
 
 
 def output_paths(job: SlurmJob) -> list[tuple[str, str]]:
@@ -68,7 +93,10 @@ class LocalLogs:
     """The job's files are on this side's filesystem (shared filesystem, the local stack)."""
 
     async def tail(self, job: SlurmJob, lines: int) -> str | None:
-        return combine([(label, tail_file(Path(path), lines) or "") for label, path in output_paths(job)])
+        parts = []
+        for label, path in output_paths(job):
+            parts.append((label, await asyncio.to_thread(tail_file, Path(path), lines) or ""))
+        return combine(parts)
 
 
 class SshLogs:
@@ -80,7 +108,8 @@ class SshLogs:
     async def tail(self, job: SlurmJob, lines: int) -> str | None:
         parts = []
         for label, path in output_paths(job):
-            # argv quoted by shlex: a path never becomes shell syntax.
-            done = await self.ssh.run(["tail", "-n", str(int(lines)), "--", path], timeout=20)
+            # The path quoted by shlex never becomes shell syntax; tail -c bounds one endless line.
+            line = f"tail -n {bounded(lines)} -- {shlex.quote(path)} | tail -c {MAX_TAIL_BYTES}"
+            done = await self.ssh.run(line, timeout=20)
             parts.append((label, done.stdout if done.exit_status == 0 else ""))
         return combine(parts)

@@ -1,4 +1,10 @@
-"""One poller per Slurm cluster: every AIService of the cluster is fed from one GET /jobs per interval."""
+"""One poller per Slurm cluster: every AIService of the cluster is fed from one GET /jobs per interval.
+
+The cache holds aifactory's jobs only (those whose comment carries its tag), indexed by the AIService UID, and
+forgets a job slurmctld stopped listing FORGET_AFTER seconds later. Whatever goes wrong in a poll (Slurm's
+refusal, a lost SSH channel, an answer of an unexpected shape) makes the cluster unreachable until a poll
+succeeds again; the poller itself never stops.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +26,17 @@ class JobPoller:
 
     CLOCK_MARGIN = 5
     HURRIED_INTERVAL = 0.5  # while a service starts: at most 2 requests a second per cluster, whatever N
+    FORGET_AFTER = 3600.0  # s a job slurmctld no longer lists stays known (its service learns how it ended)
 
-    def __init__(self, bridge: SlurmBridge, interval: float, max_backoff: float = 60.0):
+    def __init__(self, bridge: SlurmBridge, interval: float, max_backoff: float = 60.0,
+                 clock=time.monotonic):
         self.bridge = bridge
         self.interval = interval
         self.max_backoff = max_backoff
+        self._clock = clock
         self.jobs: dict[str, SlurmJob] = {}
+        self._by_uid: dict[str, list[str]] = {}  # AIService UID -> its job ids
+        self._vanished_at: dict[str, float] = {}
         self.last_update: int | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -68,11 +79,15 @@ class JobPoller:
                 await self.poll_once()
                 failures = 0
                 delay = self.interval
-            except SlurmError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (whatever it was, the cluster's services must not freeze)
                 failures += 1
-                self.last_error = str(exc)
+                expected = isinstance(exc, SlurmError)
+                self.last_error = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
                 delay = min(self.max_backoff, self.interval * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
-                log.warning("polling Slurm failed (%d in a row, next try in %.0fs): %s", failures, delay, exc)
+                log.warning("polling Slurm failed (%d in a row, next try in %.0fs): %s", failures, delay,
+                            self.last_error, exc_info=not expected)
             self._hurried = False
             await self._pause(delay, may_hurry=failures == 0)
             self._wake.clear()
@@ -96,29 +111,44 @@ class JobPoller:
     async def poll_once(self) -> None:
         # Dialects without `last_update` (v0.0.38) get our own clock, a few seconds early against skew.
         asked_at = int(time.time()) - self.CLOCK_MARGIN
-        started = time.monotonic()
-        answer = await self.bridge.jobs(since=self.last_update)
+        started = self._clock()
+        answer = await self.bridge.jobs(since=self.last_update, tagged_only=True)
         self.polls += 1
         self.last_error = None
         self.last_success = time.time()
         if answer.jobs is not None:
-            seen = {job.job_id: job for job in answer.jobs}
-            # Jobs slurmctld forgot (MinJobAge) keep their last known state.
-            for job_id, old in self.jobs.items():
-                if job_id in seen:
-                    self._remembered.pop(job_id, None)
-                elif self._remembered.get(job_id, 0) > started:
-                    seen[job_id] = old  # submitted while this answer was on its way: not forgotten
-                else:
-                    seen[job_id] = old if old.vanished else replace(old, vanished=True)
-            self.jobs = seen
+            self._take(answer.jobs, started)
             self._listed.set()
         self.last_update = answer.last_update or asked_at
 
+    def _take(self, listed: list[SlurmJob], started: float) -> None:
+        """A full list of the cluster's jobs replaces the cache; jobs it lacks keep their last known state (marked
+        vanished) for FORGET_AFTER seconds, unless this process submitted them after the list was asked for."""
+        seen = {job.job_id: job for job in listed if job.tags.uid}
+        now = self._clock()
+        for job_id, old in self.jobs.items():
+            if job_id in seen:
+                self._remembered.pop(job_id, None)
+                self._vanished_at.pop(job_id, None)
+            elif self._remembered.get(job_id, 0) > started:
+                seen[job_id] = old  # submitted while this answer was on its way: not forgotten
+            elif now - self._vanished_at.setdefault(job_id, now) <= self.FORGET_AFTER:
+                seen[job_id] = old if old.vanished else replace(old, vanished=True)
+            else:
+                self._vanished_at.pop(job_id, None)
+                self._remembered.pop(job_id, None)
+        self.jobs = seen
+        by_uid: dict[str, list[str]] = {}
+        for job in seen.values():
+            by_uid.setdefault(job.tags.uid, []).append(job.job_id)
+        self._by_uid = by_uid
+
     def remember(self, job: SlurmJob) -> None:
-        """A job this process just submitted, known before the next poll lists it."""
+        """A job this process just submitted (or looked up), known before the next poll lists it."""
+        if job.job_id not in self.jobs and job.tags.uid:
+            self._by_uid.setdefault(job.tags.uid, []).append(job.job_id)
         self.jobs[job.job_id] = job
-        self._remembered[job.job_id] = time.monotonic()
+        self._remembered[job.job_id] = self._clock()
 
     async def listed(self, timeout: float) -> None:
         """Wait until the cache holds a full list of the cluster's jobs (the first poll after start-up)."""
@@ -127,9 +157,14 @@ class JobPoller:
     def job(self, job_id: str) -> SlurmJob | None:
         return self.jobs.get(job_id)
 
+    def jobs_for_service(self, uid: str) -> list[SlurmJob]:
+        """Every known job tagged with this AIService UID, oldest first."""
+        found = (self.jobs.get(job_id) for job_id in self._by_uid.get(uid, ()))
+        return sorted((j for j in found if j is not None and j.tags.uid == uid), key=lambda j: int(j.job_id))
+
     def job_for_service(self, uid: str) -> SlurmJob | None:
         """The job tagged with this AIService UID: a live one if any, else the newest."""
-        tagged = [j for j in self.jobs.values() if j.tags.uid == uid]
+        tagged = self.jobs_for_service(uid)
         live = [j for j in tagged if not j.finished and not j.vanished]
         pick = live or tagged
-        return max(pick, key=lambda j: int(j.job_id)) if pick else None
+        return pick[-1] if pick else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -11,15 +12,23 @@ import httpx
 
 from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.dialects import SUPPORTED, Dialect, dialect_for, errors_of, newest_served
+from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable, SubmitUncertain
 from aifactory.slurm.files import ClusterFiles, LocalFiles, NoFiles, SftpFiles
-from aifactory.slurm.errors import SlurmAuthError, SlurmError, SlurmUnreachable
-from aifactory.slurm.jobs import JobRequest, SlurmJob
+from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob
 from aifactory.slurm.logs import LocalLogs, LogReader, NoLogs
 from aifactory.slurm.nodes import SlurmNode
 from aifactory.slurm.ssh import SshConnection
 from aifactory.slurm.tokens import TokenSource
 
 log = logging.getLogger(__name__)
+
+LARGE_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the event loop
+
+
+async def _json(content: bytes) -> Any:
+    if len(content) > LARGE_ANSWER:
+        return await asyncio.to_thread(json.loads, content)
+    return json.loads(content)
 
 
 class RestBridge:
@@ -73,7 +82,10 @@ class RestBridge:
         return version
 
     async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
-                    auth: bool = True, ok_statuses: tuple[int, ...] = (200,), user: str | None = None) -> Any:
+                    auth: bool = True, ok_statuses: tuple[int, ...] = (200,), user: str | None = None,
+                    submit: bool = False) -> Any:
+        """One request, with the token renewed once if refused. `submit`: a lost answer after the request may
+        have been taken is SubmitUncertain, not merely unreachable."""
         for attempt in (1, 2):
             headers = {}
             if auth:
@@ -85,12 +97,13 @@ class RestBridge:
                 response = await self._http.request(method, path, json=body, params=params, headers=headers)
             except httpx.HTTPError as exc:
                 via = f" (through SSH to {self.ssh.target.where})" if self.ssh else ""
-                raise SlurmUnreachable(f"slurmrestd at {self.base_url}{via} unreachable: "
-                                       f"{type(exc).__name__}: {exc}") from exc
+                words = f"slurmrestd at {self.base_url}{via} unreachable: {type(exc).__name__}: {exc}"
+                never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+                raise (SubmitUncertain if submit and not never_sent else SlurmUnreachable)(words) from exc
             if response.status_code == 304:
                 return None
             try:
-                data = response.json() if response.content else {}
+                data = (await _json(response.content)) if response.content else {}
             except ValueError:
                 data = {}
             errors = errors_of(data) if isinstance(data, dict) else []
@@ -102,7 +115,9 @@ class RestBridge:
                                      response.status_code)
             if response.status_code not in ok_statuses or (errors and method != "GET"):
                 if response.status_code in (502, 503, 504):
-                    raise SlurmUnreachable(f"slurmrestd: {text}", response.status_code)
+                    # A gateway (or slurmrestd) gave up waiting: slurmctld may have taken the job meanwhile.
+                    raise (SubmitUncertain if submit else SlurmUnreachable)(f"slurmrestd: {text}",
+                                                                             response.status_code)
                 raise SlurmError(text, response.status_code)
             return data
         raise AssertionError("unreachable")
@@ -119,7 +134,7 @@ class RestBridge:
     async def submit(self, request: JobRequest) -> str:
         dialect = await self.dialect()
         answer = await self._call("POST", self._path(dialect, "/job/submit"), body=dialect.submit_body(request),
-                                  user=request.user)
+                                  user=request.user, submit=True)
         return dialect.submitted_job_id(answer)
 
     async def job(self, job_id: str) -> SlurmJob | None:
@@ -135,13 +150,15 @@ class RestBridge:
         jobs = dialect.jobs(answer or {})
         return jobs[0] if jobs else None
 
-    async def jobs(self, since: int | None = None) -> JobsAnswer:
+    async def jobs(self, since: int | None = None, *, tagged_only: bool = False) -> JobsAnswer:
         dialect = await self.dialect()
         params = {"update_time": dialect.update_time(since, int(time.time()))} if since else None
         answer = await self._call("GET", self._path(dialect, "/jobs"), params=params, ok_statuses=(200, 304))
         if answer is None:
             return JobsAnswer(jobs=None, last_update=since)  # 22.05: 304
-        jobs = dialect.jobs(answer)
+        keep = (lambda raw: JobTags.tagged(raw.get("comment"))) if tagged_only else None
+        # A cluster's whole list can be thousands of jobs: read it in a worker thread, not on the event loop.
+        jobs = await asyncio.to_thread(dialect.jobs, answer, keep)
         last = dialect.last_update(answer)
         if since and not jobs:
             # From 23.11 on "nothing changed" is 200 with no jobs (and last_update 0); when anything changed the

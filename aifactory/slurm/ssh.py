@@ -20,7 +20,7 @@ import asyncssh
 import httpcore
 import httpx
 
-from aifactory.slurm.errors import SlurmUnreachable
+from aifactory.slurm.errors import SlurmUnreachable, SubmitUncertain
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,18 @@ class SshConnection:
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
             raise SlurmUnreachable(f"SSH to {t.where} failed: {_words(exc)}") from None
 
-    async def _with_connection(self, use):
-        """Run use(conn); when the connection turns out to be broken, reconnect once and try again."""
+    async def _with_connection(self, use, *, once: bool = False):
+        """Run use(conn); when the connection turns out to be broken, reconnect once and try again. `once`: what
+        use() does must not be done twice (sbatch): a loss while it ran is SubmitUncertain, never a second try."""
         for attempt in (1, 2):
             conn = await self.connection()
             try:
                 return await use(conn)
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as exc:
                 await self._drop(conn)
+                if once:
+                    raise SubmitUncertain(f"SSH to {self.target.where} lost while the command ran (it may or may "
+                                          f"not have done its work): {_words(exc)}") from None
                 if attempt == 2:
                     raise SlurmUnreachable(f"SSH to {self.target.where} lost: {_words(exc)}") from None
         raise AssertionError("unreachable")
@@ -136,11 +140,12 @@ class SshConnection:
         return await self._with_connection(use)
 
     async def run(self, argv: list[str] | str, *, input: str | None = None, environment: dict[str, str] | None = None,
-                  prefix: str = "", timeout: float = 60.0) -> CommandResult:
+                  prefix: str = "", timeout: float = 60.0, once: bool = False) -> CommandResult:
         """Run a command on the login node. argv lists are quoted with shlex; a str is a trusted shell line.
 
         `environment` is set with quoted `export` statements (sshd's AcceptEnv is rarely open for it), and
-        `prefix` (from the SlurmCluster, e.g. "module load slurm &&") is put in front as given.
+        `prefix` (from the SlurmCluster, e.g. "module load slurm &&") is put in front as given. `once`: the
+        command must not run twice (sbatch); a lost connection or a timeout while it ran is SubmitUncertain.
         """
         line = argv if isinstance(argv, str) else shlex.join(argv)
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (environment or {}).items())
@@ -151,10 +156,15 @@ class SshConnection:
             try:
                 done = await conn.run(command, input=input, check=False, timeout=timeout)
             except asyncssh.TimeoutError:
-                raise SlurmUnreachable(f"`{_first_word(line)}` on {self.target.host} took over {timeout:.0f}s") from None
+                words = f"`{_first_word(line)}` on {self.target.host} took over {timeout:.0f}s"
+                raise (SubmitUncertain if once else SlurmUnreachable)(words) from None
+            except asyncssh.ChannelOpenError as exc:
+                # Nothing ran; e.g. the login node's sshd allows no more sessions on one connection (MaxSessions).
+                raise SlurmUnreachable(f"the login node {self.target.host} refused a new session: "
+                                       f"{_words(exc)}") from None
             status = done.exit_status if done.exit_status is not None else -1
             return CommandResult(status, _text(done.stdout), _text(done.stderr))
-        return await self._with_connection(use)
+        return await self._with_connection(use, once=once)
 
     def http_transport(self, *, uds: str | None = None) -> httpx.AsyncBaseTransport:
         """An httpx transport whose connections are channels of this SSH connection (to the URL's host:port,

@@ -1,7 +1,8 @@
 """A loopback HTTP proxy in front of the real slurmrestd, for resilience tests only.
 
 It forwards every request unchanged, counts them by (method, path), and can hold the answer to a job submit:
-slurmrestd has already taken the job, but the client (the operator) has not heard back yet. It runs its own
+slurmrestd has already taken the job, but the client (the operator) has not heard back yet. It can also answer
+a forwarded submit with 504, as a gateway whose wait ran out while slurmctld took the job. It runs its own
 event loop in a thread so that a test can drive it while it serves the operator (another process).
 """
 
@@ -20,6 +21,7 @@ class SlurmrestdProxy:
         self.port = 0
         self.log: list[tuple[float, str, str]] = []  # (time, method, path without query)
         self.hold_submits = False
+        self.gateway_timeouts = 0  # submits still to answer with 504 after forwarding them
         self.submit_forwarded = threading.Event()
         self.release = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -82,6 +84,10 @@ class SlurmrestdProxy:
                 if self.hold_submits and method == b"POST" and path.endswith("/job/submit"):
                     self.submit_forwarded.set()
                     await asyncio.to_thread(self.release.wait)
+                if self.gateway_timeouts and method == b"POST" and path.endswith("/job/submit"):
+                    self.gateway_timeouts -= 1
+                    response = (b"HTTP/1.1 504 Gateway Timeout\r\ncontent-type: text/plain\r\ncontent-length: 15\r\n"
+                                b"\r\nGateway Timeout")
                 client_writer.write(response)
                 await client_writer.drain()
                 if closing:

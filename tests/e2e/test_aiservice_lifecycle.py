@@ -6,6 +6,9 @@ real Secrets; the lifecycle test also through each transport (rest, ssh-tunnel, 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import httpx
@@ -133,3 +136,50 @@ def test_deleting_a_pending_service_cancels_its_queued_job(stack, slurm_release,
     stack.kubectl("delete", "ais", hog, "--wait=false")
     stack.wait_gone(hog, 60)
     assert s.state(status["jobId"]) == "CANCELLED"
+
+
+@pytest.mark.slurm_cases(["transport"], [pytest.param("24.11", "rest", id="to-slurm-24.11")])
+def test_moving_a_service_to_another_cluster_cancels_its_job_on_the_old_one(stack, slurm_release, services,
+                                                                            unique_name, transport):
+    # The old job is cancelled where it runs (the old spec's cluster), not under the same id on the new one.
+    name = services(unique_name("move"), "testing/openai-echo")
+    old = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running", 120,
+                         what="running on the default cluster")["status"]
+    stack.kubectl("patch", "ais", name, "--type=merge", "-p",
+                  json.dumps({"spec": {"cluster": slurm_release.clusters[transport]}}))
+    new = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running"
+                         and o["status"].get("node") == slurm_release.slurm.node_name, 120,
+                         what="running on the other cluster")["status"]
+    assert stack.slurm_job(old["jobId"])["job_state"] in ("CANCELLED", "COMPLETING")
+    assert slurm_release.state(new["jobId"]) == "RUNNING"
+
+
+def test_a_service_whose_cluster_is_gone_can_still_be_deleted(stack, services, unique_name):
+    default = json.loads(stack.kubectl("get", "slurmcluster", "default", "-o", "json").stdout)
+    cluster = unique_name("doomed")
+    stack.apply({"apiVersion": "aifactory.io/v1alpha1", "kind": "SlurmCluster", "metadata": {"name": cluster},
+                 "spec": default["spec"]})
+    name = services(unique_name("orphan"), "testing/openai-echo", cluster=cluster)
+    job_id = stack.wait_for(name, lambda o: o.get("status", {}).get("jobId"), 120, what="a job id")["status"]["jobId"]
+    try:
+        stack.kubectl("delete", "slurmcluster", cluster, "--timeout=60s")
+        stack.kubectl("delete", "ais", name, "--wait=false")
+        stack.wait_gone(name, 30)  # not held forever by a finalizer that waits for a cluster that will not come
+        events = stack.kubectl("get", "events", "-n", "default", "--field-selector",
+                               f"involvedObject.name={name}", "-o", "json").stdout
+        assert f"job {job_id}" in events and cluster in events  # says which job was left running, and where
+    finally:
+        subprocess.run(["scancel", job_id], env={**os.environ, **stack.slurm.env()}, check=False)
+
+
+def test_a_readiness_timeout_says_why_in_a_bounded_message(stack, services, service_recipes, unique_name):
+    # A service that never answers its health check and prints one endless line: the status message carries the
+    # end of the log, not all of it.
+    line = "import sys, time; sys.stdout.write('x' * 300000 + chr(10)); sys.stdout.flush(); time.sleep(600)"
+    recipe = service_recipes(unique_name("mute"), category="e2e", runtime="native", command=["python3", "-c", line],
+                             healthPath="/health", startupGraceSeconds=3,
+                             resources={"cpu": 1, "memory": "256M", "timeLimit": 5, "nodes": 1})
+    name = services(unique_name("mute-svc"), f"e2e/{recipe}")
+    final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 120, what="failed")["status"]
+    assert final["message"].startswith("Not healthy within the recipe's start-up grace of 3s")
+    assert "xxxxxxxx" in final["message"] and len(final["message"]) <= 2048

@@ -90,6 +90,33 @@ def test_operator_killed_between_submit_and_status_update_adopts_the_one_job(sta
     assert jobs[0]["job_state"] == "RUNNING"
 
 
+@pytest.fixture
+def proxied_slow(stack, proxy):
+    """Like `proxied`, but its poller asks Slurm only every 60 s: an adoption check cannot lean on a fresh cache."""
+    default = json.loads(stack.kubectl("get", "slurmcluster", "default", "-o", "json").stdout)
+    spec = {**default["spec"], "url": proxy.url, "pollIntervalSeconds": 60}
+    stack.apply({"apiVersion": "aifactory.io/v1alpha1", "kind": "SlurmCluster", "metadata": {"name": "proxied-slow"},
+                 "spec": spec})
+    wait_until(lambda: json.loads(stack.kubectl("get", "slurmcluster", "proxied-slow", "-o", "json").stdout)
+               .get("status", {}).get("reachable") is True, 60, "SlurmCluster proxied-slow reachable")
+    yield "proxied-slow"
+    stack.kubectl("delete", "slurmcluster", "proxied-slow", "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_an_ambiguous_submit_is_adopted_from_slurms_answer_not_repeated(stack, proxy, proxied_slow, services,
+                                                                        unique_name):
+    # slurmrestd takes the job, but the answer is lost (a gateway's 504): the submit may or may not have happened.
+    # Before submitting again the operator must ask Slurm itself, not its poller's cache (60 s old here).
+    proxy.gateway_timeouts = 1
+    name = services(unique_name("ambiguous"), "testing/openai-echo", cluster=proxied_slow)
+    status = stack.wait_for(name, lambda o: (o.get("status") or {}).get("jobId"), 120, what="a job id")["status"]
+    assert proxy.gateway_timeouts == 0, "the submit never went through the proxy"
+    uid = stack.get(name)["metadata"]["uid"]
+    jobs = slurm_jobs_of(stack, uid)
+    assert [str(j["job_id"]) for j in jobs] == [status["jobId"]], \
+        [(j["job_id"], j["job_state"], j["comment"]) for j in jobs]
+
+
 def test_slurmrestd_outage_changes_no_phase_and_recovers(stack, services, unique_name):
     name = services(unique_name("outage"), "testing/openai-echo")
     stack.wait_for(name, lambda o: phase(o) == "running", 300, what="running")

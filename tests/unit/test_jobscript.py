@@ -218,3 +218,26 @@ def test_job_request_hands_recipe_and_service_env_names_and_gpus_to_the_script()
     assert "--nv" in request.script and request.gpus_per_node == 1
     assert "secret" not in request.script  # values travel in the job's environment only
     assert request.environment["PATH"] == "/opt/bin:/usr/bin" and request.environment["SITE_ONLY"] == "1"
+
+
+def test_the_gpus_slurm_gives_the_job_are_the_ones_the_container_sees(tmp_path, fake_scontrol):
+    # --cleanenv keeps Slurm's CUDA_VISIBLE_DEVICES out of the container (and --nv adds nothing for it): the
+    # service would see every GPU of the node. Apptainer's GPU guide: set APPTAINERENV_CUDA_VISIBLE_DEVICES.
+    script = render_job_script(container_recipe(), "test job", env_names=["MODEL", "DUMP_TO"], gpus=1)
+    finish(run_job(tmp_path, fake_scontrol, script, {"MODEL": "m", "CUDA_VISIBLE_DEVICES": "1",
+                                                     "ROCR_VISIBLE_DEVICES": "1"}))
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == "1" and seen["env"]["ROCR_VISIBLE_DEVICES"] == "1"
+    # Without GPUs from Slurm nothing is invented.
+    finish(run_job(tmp_path, fake_scontrol, script, {"MODEL": "m"}, job_id="43"))
+    assert "CUDA_VISIBLE_DEVICES" not in json.loads((tmp_path / "seen.json").read_text())["env"]
+
+
+def test_the_port_is_chosen_after_the_image_is_ready():
+    # A pull may take minutes; a port picked before it may be taken by then.
+    script = render_job_script(container_recipe(), "test job", env_names=["MODEL"])
+    lines = script.splitlines()
+    pull = next(i for i, line in enumerate(lines) if line.startswith('aifactory_image "$sif"'))
+    port = next(i for i, line in enumerate(lines) if line.startswith("AIFACTORY_PORT="))
+    start = next(i for i, line in enumerate(lines) if line.startswith("aifactory_publish starting"))
+    assert pull < port < start

@@ -283,3 +283,14 @@ def test_idle_timeout_counts_from_the_last_request_or_readiness_with_the_recordi
     assert idle_step(spec, Phase.pending, _running_since(100, now), now).kind == "none"
     assert idle_step(RUNNING_SPEC, Phase.running, _running_since(10_000, now), now).kind == "none"
 
+
+
+def test_a_finished_job_shows_its_end_state_without_the_transient_completing_flag():
+    # 24.11 and 26.05 answer ["CANCELLED", "COMPLETING"] right after a cancel; the status is final from then on.
+    from aifactory.lifecycle import observe
+    from aifactory.slurm.jobs import SlurmJob
+
+    seen = observe(SlurmJob(job_id="1", state="CANCELLED", flags=("COMPLETING",)), healthy=False)
+    assert seen.slurm_state == "CANCELLED"
+    running = observe(SlurmJob(job_id="1", state="RUNNING", flags=("REQUEUED",)), healthy=False)
+    assert running.slurm_state == "RUNNING,REQUEUED"

@@ -15,7 +15,7 @@ class ScriptedCluster:
         self.during = during
         self.asked: list[int | None] = []
 
-    async def jobs(self, since=None):
+    async def jobs(self, since=None, **kw):
         self.asked.append(since)
         if self.during:
             self.during()
@@ -78,3 +78,86 @@ async def test_hurry_shortens_the_pause_to_the_hurried_interval_only():
     await asyncio.sleep(0.2)
     await poller.stop()
     assert len(cluster.asked) == 2  # one hurried poll, then back to the long interval
+
+
+class FailingOnce(ScriptedCluster):
+    """Raises `error` at the first poll, then answers as scripted."""
+
+    def __init__(self, error, answers):
+        super().__init__(answers)
+        self.error = error
+
+    async def jobs(self, since=None, **kw):
+        if self.error is not None:
+            error, self.error = self.error, None
+            self.asked.append(since)
+            raise error
+        return await super().jobs(since)
+
+
+async def test_an_unexpected_error_does_not_end_the_poller():
+    # An asyncssh channel error (MaxSessions on the login node), an answer of an unexpected shape: the poller
+    # says the cluster is unreachable, backs off and goes on; it never stops for good while reporting reachable.
+    import asyncssh
+
+    for error in (asyncssh.ChannelOpenError(2, "open failed: MaxSessions"), KeyError("jobs"), ValueError("x")):
+        cluster = FailingOnce(error, [JobsAnswer([job("1")], None)] + [JobsAnswer(None, None)] * 50)
+        poller = JobPoller(cluster, interval=0.01, max_backoff=0.02)
+        poller.start()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if poller.polls >= 2:
+                break
+        task = poller._task
+        await poller.stop()
+        assert poller.polls >= 2, f"the poller stopped after {error!r}"
+        assert task is not None and not task.done() or task.cancelled()
+        assert poller.reachable and poller.job("1").state == "RUNNING"
+
+
+async def test_while_failing_the_poller_is_not_reachable_and_says_why():
+    cluster = FailingOnce(KeyError("jobs"), [JobsAnswer([job("1")], None)])
+    poller = JobPoller(cluster, interval=30)
+    poller.last_success = 1.0
+    poller.start()
+    await asyncio.sleep(0.05)
+    assert not poller.reachable and "jobs" in poller.last_error
+    await poller.stop()
+
+
+def other_users_jobs(n):
+    return [SlurmJob(job_id=str(1000 + i), state="RUNNING", comment=f"someone else's job {i}") for i in range(n)]
+
+
+async def test_the_cache_keeps_only_aifactorys_jobs():
+    cluster = ScriptedCluster([JobsAnswer([job("1"), *other_users_jobs(500)], None)])
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    assert set(poller.jobs) == {"1"} and poller.job_for_service("u1").job_id == "1"
+
+
+async def test_jobs_long_gone_are_forgotten():
+    now = [1000.0]
+    cluster = ScriptedCluster([JobsAnswer([job("1", "COMPLETED"), job("2")], None)]
+                              + [JobsAnswer([job("2")], None)] * 3)
+    poller = JobPoller(cluster, interval=1, clock=lambda: now[0])
+    await poller.poll_once()
+    await poller.poll_once()
+    assert poller.job("1").vanished  # kept a while: its service learns how it ended
+    now[0] += poller.FORGET_AFTER + 1
+    await poller.poll_once()
+    assert poller.job("1") is None and poller.job_for_service("u1").job_id == "2"
+
+
+async def test_looking_up_a_service_does_not_parse_every_comment(monkeypatch):
+    from aifactory.slurm import jobs as jobs_module
+
+    cluster = ScriptedCluster([JobsAnswer([job(str(i), uid=f"u{i}") for i in range(1000)], None)])
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    parsed = []
+    original = jobs_module.JobTags.parse.__func__
+    monkeypatch.setattr(jobs_module.JobTags, "parse", classmethod(lambda cls, c: parsed.append(c) or original(cls, c)))
+    for i in range(100):
+        assert poller.job_for_service(f"u{i}").job_id == str(i)
+    assert len(parsed) == 0

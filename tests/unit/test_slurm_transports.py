@@ -192,3 +192,71 @@ def test_asyncssh_does_not_log_command_lines():
     import aifactory.slurm.ssh  # noqa: F401  (sets asyncssh's level when nothing else did)
 
     assert not logging.getLogger("asyncssh").isEnabledFor(logging.INFO)
+
+
+class DroppingConnection:
+    """An asyncssh connection stand-in whose command sessions die while the command runs."""
+
+    def __init__(self):
+        self.commands = []
+
+    def is_closed(self):
+        return False
+
+    def abort(self):
+        pass
+
+    async def run(self, command, **kw):
+        import asyncssh
+
+        self.commands.append(command)
+        raise asyncssh.ConnectionLost("connection lost")
+
+
+async def test_sbatch_is_never_run_twice_after_a_lost_connection():
+    # Re-running sbatch after the connection dropped under it could submit the job twice.
+    from aifactory.slurm.cli import CliBridge
+    from aifactory.slurm.errors import SubmitUncertain
+
+    ssh = SshConnection(SshTarget(host="login", user="ai", private_key="KEY", known_hosts="login ssh-ed25519 AAAA"))
+    dropping = DroppingConnection()
+
+    async def connection():
+        return dropping
+
+    ssh.connection = connection
+    with pytest.raises(SubmitUncertain):
+        await CliBridge(ssh).submit(request())
+    assert len(dropping.commands) == 1
+    # Reading commands are run again once on a fresh connection, as before.
+    with pytest.raises(SlurmUnreachable) as lost:
+        await CliBridge(ssh).jobs()
+    assert not isinstance(lost.value, SubmitUncertain) and len(dropping.commands) == 3
+
+
+@pytest.mark.parametrize("answer,uncertain", [
+    ("read-timeout", True), ("504", True), ("502", True), ("connect-error", False), ("connect-timeout", False),
+])
+async def test_a_rest_submit_whose_answer_is_lost_is_uncertain(answer, uncertain):
+    import httpx
+
+    from aifactory.slurm.errors import SubmitUncertain
+    from aifactory.slurm.rest import RestBridge
+
+    def respond(req):
+        if answer == "read-timeout":
+            raise httpx.ReadTimeout("timed out", request=req)
+        if answer == "connect-error":
+            raise httpx.ConnectError("refused", request=req)
+        if answer == "connect-timeout":
+            raise httpx.ConnectTimeout("timed out", request=req)
+        return httpx.Response(int(answer), text="Gateway Timeout")
+
+    bridge = RestBridge("http://slurmrestd.test", "root", StaticToken("t"), api_version="v0.0.42",
+                        transport=httpx.MockTransport(respond))
+    with pytest.raises(SlurmUnreachable) as lost:
+        await bridge.submit(request())
+    assert isinstance(lost.value, SubmitUncertain) == uncertain
+    with pytest.raises(SlurmUnreachable) as polled:  # reading calls are never "uncertain"
+        await bridge.jobs()
+    assert not isinstance(polled.value, SubmitUncertain)

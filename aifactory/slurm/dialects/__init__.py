@@ -6,6 +6,7 @@ Nothing above this package knows which version it talks to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aifactory.slurm.jobs import JobRequest, SlurmJob
@@ -19,7 +20,8 @@ class Dialect(Protocol):
 
     def submitted_job_id(self, answer: dict[str, Any]) -> str: ...
 
-    def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]: ...
+    def jobs(self, answer: dict[str, Any], keep: Callable[[dict[str, Any]], bool] | None = None
+             ) -> list[SlurmJob]: ...
 
     def last_update(self, answer: dict[str, Any]) -> int | None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aifactory.slurm.dialects.common import job_from_answer, node_address, node_from_answer, plain_int, wait_status
@@ -41,8 +42,9 @@ class V0038:
     def submitted_job_id(self, answer: dict[str, Any]) -> str:
         return str(answer["job_id"])
 
-    def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]:
-        return [self._job(raw) for raw in answer.get("jobs") or []]
+    def jobs(self, answer: dict[str, Any], keep: Callable[[dict[str, Any]], bool] | None = None
+             ) -> list[SlurmJob]:
+        return [self._job(raw) for raw in answer.get("jobs") or [] if keep is None or keep(raw)]
 
     def last_update(self, answer: dict[str, Any]) -> int | None:
         return None  # v0.0.38 does not say; the poller uses its own clock

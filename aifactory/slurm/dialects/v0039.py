@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aifactory.slurm.dialects.common import (
@@ -50,8 +51,9 @@ class V0039:
     def submitted_job_id(self, answer: dict[str, Any]) -> str:
         return str(answer["job_id"])
 
-    def jobs(self, answer: dict[str, Any]) -> list[SlurmJob]:
-        return [self._job(raw) for raw in answer.get("jobs") or []]
+    def jobs(self, answer: dict[str, Any], keep: Callable[[dict[str, Any]], bool] | None = None
+             ) -> list[SlurmJob]:
+        return [self._job(raw) for raw in answer.get("jobs") or [] if keep is None or keep(raw)]
 
     def last_update(self, answer: dict[str, Any]) -> int | None:
         return number(answer.get("last_update"))

@@ -15,8 +15,6 @@ aifactory_free_port() {
 
 echo "aifactory: job $SLURM_JOB_ID on $(hostname) for service $AIFACTORY_SERVICE_UID"
 
-AIFACTORY_PORT=$(aifactory_free_port)
-export AIFACTORY_PORT
 command -v apptainer >/dev/null || { echo "aifactory: apptainer is not on the PATH of $(hostname)" >&2; exit 127; }
 AIFACTORY_SIF_CACHE="${AIFACTORY_SIF_CACHE:-${HOME:-$PWD}/.cache/aifactory/sif}"
 AIFACTORY_MODEL_CACHE="${AIFACTORY_MODEL_CACHE:-${HOME:-$PWD}/.cache/aifactory/models}"
@@ -45,8 +43,14 @@ aifactory_image() {
 
 sif="$AIFACTORY_SIF_CACHE/dcfa9505e44e1b51f621454e8f8e21e7b705d872e8501cd35212ab6229d28939.sif"
 aifactory_image "$sif" pull docker://lmsysorg/sglang:latest
+AIFACTORY_PORT=$(aifactory_free_port)
+export AIFACTORY_PORT
 # The service's environment, handed to apptainer by name (APPTAINERENV_NAME); --no-eval keeps it literal.
 for name in AIFACTORY_PORT HF_HOME SGLANG_MEM_FRACTION_STATIC SGLANG_MODEL SGLANG_TP_SIZE; do
+    if [ -n "${!name+set}" ]; then export "APPTAINERENV_$name=${!name}"; fi
+done
+# The GPUs Slurm gave the job, when it gave any (--cleanenv would keep them out).
+for name in CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
     if [ -n "${!name+set}" ]; then export "APPTAINERENV_$name=${!name}"; fi
 done
 aifactory_publish starting "$AIFACTORY_PORT"

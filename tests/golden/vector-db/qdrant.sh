@@ -15,10 +15,6 @@ aifactory_free_port() {
 
 echo "aifactory: job $SLURM_JOB_ID on $(hostname) for service $AIFACTORY_SERVICE_UID"
 
-AIFACTORY_PORT=$(aifactory_free_port)
-export AIFACTORY_PORT
-export QDRANT__SERVICE__HTTP_PORT="$AIFACTORY_PORT"
-export QDRANT__SERVICE__HOST="$AIFACTORY_BIND_ADDRESS"
 command -v apptainer >/dev/null || { echo "aifactory: apptainer is not on the PATH of $(hostname)" >&2; exit 127; }
 AIFACTORY_SIF_CACHE="${AIFACTORY_SIF_CACHE:-${HOME:-$PWD}/.cache/aifactory/sif}"
 AIFACTORY_MODEL_CACHE="${AIFACTORY_MODEL_CACHE:-${HOME:-$PWD}/.cache/aifactory/models}"
@@ -47,8 +43,16 @@ aifactory_image() {
 
 sif="$AIFACTORY_SIF_CACHE/7c4c8b4910a9007453852349650b55d27525a9def9854d4dfae1f1d22b6b7173.sif"
 aifactory_image "$sif" pull docker://qdrant/qdrant:v1.13.5
+AIFACTORY_PORT=$(aifactory_free_port)
+export AIFACTORY_PORT
+export QDRANT__SERVICE__HTTP_PORT="$AIFACTORY_PORT"
+export QDRANT__SERVICE__HOST="$AIFACTORY_BIND_ADDRESS"
 # The service's environment, handed to apptainer by name (APPTAINERENV_NAME); --no-eval keeps it literal.
 for name in AIFACTORY_PORT QDRANT__SERVICE__HOST QDRANT__SERVICE__HTTP_PORT QDRANT__STORAGE__SNAPSHOTS_PATH QDRANT__STORAGE__STORAGE_PATH QDRANT__TELEMETRY_DISABLED; do
+    if [ -n "${!name+set}" ]; then export "APPTAINERENV_$name=${!name}"; fi
+done
+# The GPUs Slurm gave the job, when it gave any (--cleanenv would keep them out).
+for name in CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
     if [ -n "${!name+set}" ]; then export "APPTAINERENV_$name=${!name}"; fi
 done
 aifactory_publish starting "$AIFACTORY_PORT"
