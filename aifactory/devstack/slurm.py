@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -462,8 +463,11 @@ class LocalSlurm:
         progress(f"{binary}: started (pid {pid})")
 
     def _node_state(self) -> str:
-        out = self._run(["sinfo", "-h", "-N", "-n", self.node_name, "-o", "%T"], timeout=10).stdout
-        return out.strip().splitlines()[0].lower() if out.strip() else ""
+        """"idle", "mixed+drain", "idle+not_responding", ... as `scontrol show node` says (sinfo's %T shows no
+        NOT_RESPONDING on 24.11, where a restarted slurmd takes a few seconds to count as responding)."""
+        out = self._run(["scontrol", "show", "node", self.node_name, "--oneliner"], timeout=10).stdout
+        found = re.search(r"\bState=(\S+)", out)
+        return found.group(1).lower() if found else ""
 
     def _wait_node(self, progress: Progress, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -480,9 +484,11 @@ class LocalSlurm:
             if state != last:
                 progress(f"node {self.node_name}: {state}")
                 last = state
-            if state in ("idle", "mixed", "allocated", "completing"):
+            base, *flags = state.split("+")
+            if base in ("idle", "mixed", "allocated", "completing") and not any(
+                    f.startswith(("not_responding", "drain", "down", "fail", "maint")) for f in flags):
                 return
-            if not resumed and any(s in state for s in ("down", "drain", "fail")) and not state.endswith("*"):
+            if not resumed and any(s in state for s in ("down", "drain", "fail")) and "not_responding" not in flags:
                 # Left DOWN/DRAIN by an earlier run (e.g. killed jobs); slurmd is up, so bring it back.
                 progress(f"node {self.node_name}: {state}, resuming")
                 self._run(["scontrol", "update", f"nodename={self.node_name}", "state=resume"], check=False)

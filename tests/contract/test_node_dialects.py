@@ -1,47 +1,68 @@
-"""Each dialect reads a cluster's nodes: the real 22.05 answers (idle, running a job, drained) and the constructed
-answers of the newer versions (GPUs in GRES, drained, down and not responding); both transports ask once for all."""
+"""Each dialect reads a cluster's nodes: the real answers of 22.05, 24.11 and 26.05 in every version they serve
+(idle, running a job, drained) and constructed answers with what no node here has (GPUs in GRES, down and not
+responding); both transports ask once for all."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
 from aifactory.slurm.cli import CliBridge, dialect_of_answer
-from aifactory.slurm.dialects import SUPPORTED, dialect_for
+from aifactory.slurm.dialects import dialect_for
 from aifactory.slurm.nodes import GpuGres, summarize
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.ssh import CommandResult
 from aifactory.slurm.tokens import StaticToken
 
-RECORDINGS = Path(__file__).parent / "recordings"
-NEW = [v for v in SUPPORTED if v != "v0.0.38"]
+from recorded import RECORDINGS, exchange, recorded_sets, set_id
+
+REAL = recorded_sets()
+# Constructed: GPUs, drained, down and not responding (v0.0.39's beside its other constructed answers).
+GPUS = {"v0.0.39": RECORDINGS / "constructed-v0.0.39",
+        **{d.name: d for d in sorted((RECORDINGS / "constructed-gpus").glob("v0.0.*"))}}
 
 
-def answer(version: str, name: str = "nodes") -> dict:
-    return json.loads((RECORDINGS / version / f"{name}.json").read_text())["body"]
+def answer(version: str, name: str = "nodes", release: str = "22.05") -> dict:
+    return exchange(release, version, name)["body"]
+
+
+def constructed(version: str) -> dict:
+    return json.loads((GPUS[version] / "nodes.json").read_text())["body"]
 
 
 def test_v0038_real_answers_idle_busy_drained():
     dialect = dialect_for("v0.0.38")
     (idle,) = dialect.nodes(answer("v0.0.38"))
-    assert (idle.name, idle.state, idle.flags, idle.address) == ("vm", "IDLE", (), "127.0.0.1")
-    assert (idle.cpus, idle.cpus_allocated, idle.memory_mb) == (2, 0, 22900)
-    assert idle.memory_free_mb == 18727 and idle.boot_time == 1795985995 and idle.partitions == ("debug",)
+    assert (idle.state, idle.flags, idle.address) == ("IDLE", (), "127.0.0.1")
+    assert (idle.cpus, idle.cpus_allocated) == (2, 0) and idle.memory_mb > idle.memory_free_mb > 0
+    assert idle.boot_time > 1_700_000_000 and idle.partitions == ("debug",)
     assert idle.gpus == () and idle.available and idle.reason == "" and idle.reason_time is None
     (busy,) = dialect.nodes(answer("v0.0.38", "nodes_busy"))
     assert (busy.state, busy.cpus_allocated, busy.memory_allocated_mb) == ("MIXED", 1, 1024) and busy.available
     (drained,) = dialect.nodes(answer("v0.0.38", "nodes_drained"))
     assert drained.flags == ("DRAIN",) and drained.state_text == "MIXED+DRAIN" and not drained.available
-    assert drained.reason == "e2e maintenance" and drained.reason_time == 1795987627
+    assert drained.reason == "e2e maintenance" and drained.reason_time > 1_700_000_000
     assert drained.responding  # drained is not silent
 
 
-@pytest.mark.parametrize("version", NEW)
-def test_newer_versions_gpus_drained_and_down(version):
-    a01, a02, b01 = dialect_for(version).nodes(answer(version))
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_real_answers_idle_busy_drained_in_every_version(release, version):
+    dialect = dialect_for(version)
+    (idle,) = dialect.nodes(answer(version, "nodes", release))
+    assert (idle.state, idle.flags, idle.address, idle.cpus, idle.cpus_allocated) == ("IDLE", (), "127.0.0.1", 2, 0)
+    assert idle.available and idle.gpus == () and idle.partitions == ("debug",) and idle.memory_mb > 0
+    (busy,) = dialect.nodes(answer(version, "nodes_busy", release))
+    assert busy.state in ("MIXED", "ALLOCATED") and busy.cpus_allocated >= 1 and busy.available
+    (drained,) = dialect.nodes(answer(version, "nodes_drained", release))
+    assert "DRAIN" in drained.flags and not drained.available and drained.reason == "e2e maintenance"
+    assert drained.responding
+
+
+@pytest.mark.parametrize("version", sorted(GPUS))
+def test_constructed_gpus_drained_and_down(version):
+    a01, a02, b01 = dialect_for(version).nodes(constructed(version))
     assert (a01.state, a01.flags, a01.cpus, a01.cpus_allocated) == ("MIXED", (), 64, 16)
     assert a01.gpus == (GpuGres("a100", 4, 2),) and a01.memory_free_mb == 401000
     assert a01.boot_time == 1795400000 and a01.cpu_load == 12.5 and a01.available
@@ -55,7 +76,8 @@ def test_newer_versions_gpus_drained_and_down(version):
 def test_cli_answers_name_their_dialect():
     # 22.05's sinfo --json says openapi/v0.0.38; newer scontrol --json names the data_parser.
     assert dialect_of_answer(answer("v0.0.38")).version == "v0.0.38"
-    assert dialect_of_answer(answer("v0.0.42")).version == "v0.0.42"
+    assert dialect_of_answer(answer("v0.0.42", release="24.11")).version == "v0.0.42"
+    assert dialect_of_answer(answer("v0.0.45", release="26.05")).version == "v0.0.45"
     unnamed = {"nodes": [{"name": "n1", "state": ["IDLE"]}]}
     assert dialect_of_answer(unnamed).nodes(unnamed)[0].state == "IDLE"
 
@@ -65,7 +87,7 @@ async def test_rest_bridge_reads_all_nodes_in_one_request():
 
     def slurmrestd(request: httpx.Request) -> httpx.Response:
         seen.append(request.url.raw_path.decode())
-        return httpx.Response(200, json=answer("v0.0.40"))
+        return httpx.Response(200, json=constructed("v0.0.40"))
 
     bridge = RestBridge("http://slurmrestd.test", "root", StaticToken("t"), api_version="v0.0.40",
                         transport=httpx.MockTransport(slurmrestd))
