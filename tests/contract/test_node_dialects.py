@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from aifactory.slurm.cli import CliBridge, dialect_of_answer
-from aifactory.slurm.dialects import dialect_for
+from aifactory.slurm.dialects import SUPPORTED, dialect_for
 from aifactory.slurm.nodes import GpuGres, summarize
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.ssh import CommandResult
