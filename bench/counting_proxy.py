@@ -84,6 +84,8 @@ class CountingProxy:
         self.upstream = (parts.hostname, parts.port or 80)
         self.host, self.port = host, port
         self.requests: list[tuple[float, str, str]] = []  # (monotonic time, method, target)
+        # (request head in, answer head back from slurmrestd, method, target), for timing one request
+        self.exchanges: list[tuple[float, float, str, str]] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -114,6 +116,12 @@ class CountingProxy:
         with self._lock:
             return count_kinds((m, t) for when, m, t in self.requests if start <= when < end)
 
+    def answered(self, method: str, path_end: str, after: float) -> list[tuple[float, float]]:
+        """(request in, answer back) of the requests of this kind that came in after `after`, oldest first."""
+        with self._lock:
+            return [(start, end) for start, end, m, t in self.exchanges
+                    if m == method and t.split("?")[0].endswith(path_end) and start >= after]
+
     # -- serving ----------------------------------------------------------------------------------------
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -130,9 +138,12 @@ class CountingProxy:
                 upstream_w.write(head)
                 await _copy_body(client_r, upstream_w, _headers(head), until_close=False)
                 await upstream_w.drain()
+                asked = time.monotonic()
                 response_head = await _read_head(upstream_r)
                 if response_head is None:
                     raise ProxyError("upstream closed the connection before answering")
+                with self._lock:
+                    self.exchanges.append((asked, time.monotonic(), method, target))
                 client_w.write(response_head)
                 status = int(response_head.split(b" ", 2)[1])
                 headers = _headers(response_head)

@@ -63,9 +63,9 @@ class StackAccess:
 class BareSlurm:
     """slurmrestd used directly, as a bare client would: the baseline of B1 and the source of job comments."""
 
-    def __init__(self, access: StackAccess):
+    def __init__(self, access: StackAccess, url: str | None = None):
         self.access = access
-        self.http = httpx.Client(base_url=access.slurm_url, timeout=30, trust_env=False,
+        self.http = httpx.Client(base_url=url or access.slurm_url, timeout=30, trust_env=False,
                                  headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": access.token})
 
     def submit(self, job: dict, script: str) -> str:
@@ -153,6 +153,7 @@ class Seen:
     """What the watch saw of one AIService, with the monotonic times of the first sightings."""
 
     status: dict = field(default_factory=dict)
+    finalizer_at: float | None = None  # the operator's finalizer first seen (kopf's first round trip)
     job_id_at: float | None = None
     phase_at: dict[str, float] = field(default_factory=dict)
     deleted_at: float | None = None
@@ -180,6 +181,8 @@ class ServiceWatch:
                 entry.deleted_at = None
                 status = obj.get("status") or {}
                 entry.status = status
+                if obj["metadata"].get("finalizers") and entry.finalizer_at is None:
+                    entry.finalizer_at = now
                 if status.get("jobId") and entry.job_id_at is None:
                     entry.job_id_at = now
                 phase = status.get("phase")

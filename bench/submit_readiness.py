@@ -1,8 +1,12 @@
 """B1 submit overhead and B2 readiness lag, measured on the same services, one after the other.
 
 B1: from creating an AIService to status.jobId appearing (seen by a watch), against a bare slurmrestd submit of
-an equivalent job made in the same repetition. B2: from the first moment the service's health path answers (the
-benchmark probes the port it reads from the job's comment, straight from slurmrestd) to status.phase = running.
+an equivalent job made in the same repetition. Both go through one timing proxy in front of slurmrestd (the
+services' SlurmCluster `bench-timed` is `default` pointed at it), so both pay the same hop and B1 can be told
+part by part: the create call, the operator's finalizer (kopf's first round trip), the submit reaching
+slurmrestd and its answer, and the status write seen by the watch. B2: from the first moment the service's
+health path answers (the benchmark probes the port it reads from the job's comment, straight from slurmrestd)
+to status.phase = running.
 """
 
 from __future__ import annotations
@@ -13,14 +17,38 @@ import httpx
 
 from aifactory.slurm.jobs import JobTags
 from bench.context import ECHO_RECIPE, Context
+from bench.counting_proxy import CountingProxy
 from bench.report import Benchmark, Figure, fmt
-from bench.stack import say
+from bench.stack import BareSlurm, say
 from bench.stats import ratio, summary
 
 PROBE_EVERY = 0.02  # s between health probes: the resolution of B2
 COMMENT_EVERY = 0.05  # s between reads of the job's comment
 STEP_TIMEOUT = 90.0
 PENDING_PATIENCE = 240.0  # s a service's job may wait for a CPU (the node is shared) before B2 gives up
+TIMED = "bench-timed"  # the SlurmCluster of B1's services: `default` through the timing proxy
+# B1's parts, each from the create call's start (monotonic), in the order they happen.
+PARTS = (("create call returned", "created"), ("finalizer seen", "finalizer"),
+         ("submit reached slurmrestd", "submit_in"), ("slurmrestd answered", "submit_out"),
+         ("status.jobId seen", "job_id"))
+
+
+def timed_cluster(ctx: Context) -> CountingProxy:
+    """SlurmCluster bench-timed: the default one with its url pointed at a fresh timing proxy."""
+    proxy = CountingProxy(ctx.access.slurm_url).start()
+    default = ctx.kube.cluster("default")
+    if default is None:
+        raise RuntimeError("SlurmCluster 'default' does not exist: run `aifactory dev up` first")
+    if ctx.kube.cluster(TIMED) is not None:  # left by an interrupted run
+        ctx.kube.delete_cluster(TIMED)
+        time.sleep(2)
+    ctx.kube.create_cluster(TIMED, {**default["spec"], "url": proxy.url})
+    deadline = time.monotonic() + 60
+    while not any("/jobs" in k for k in proxy.snapshot()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the operator did not poll SlurmCluster {TIMED} within 60s")
+        time.sleep(0.2)
+    return proxy
 
 
 def bare_job(ctx: Context, index: int) -> tuple[dict, str]:
@@ -77,27 +105,40 @@ def _first_healthy(url: str, deadline: float) -> float | None:
 
 
 def run(ctx: Context) -> tuple[Benchmark, Benchmark]:
+    proxy = timed_cluster(ctx)
+    bare_slurm = BareSlurm(ctx.access, url=proxy.url)
+    try:
+        return _run(ctx, proxy, bare_slurm)
+    finally:
+        bare_slurm.close()
+        ctx.kube.delete_cluster(TIMED)
+        proxy.stop()
+
+
+def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Benchmark, Benchmark]:
     reps = ctx.sizes.reps
     b1 = Benchmark("B1", "Submit overhead: AIService created -> status.jobId, against a bare slurmrestd submit",
                    config={"N": reps, "repetitions": 1, "recipe": ECHO_RECIPE, "namespace": ctx.namespace,
+                           "cluster": f"{TIMED} (default through a timing proxy; the bare submit too)",
                            "bare client": "httpx, POST /slurm/v0.0.38/job/submit, keep-alive"})
     b2 = Benchmark("B2", "Readiness lag: health path first answers -> status.phase running",
                    config={"N": reps, "recipe": ECHO_RECIPE, "probe interval": f"{PROBE_EVERY * 1000:.0f} ms",
                            "operator observe interval": "AIFACTORY_OBSERVE_INTERVAL (default 1 s)"})
     say(f"B1/B2: {reps} services of {ECHO_RECIPE}, one after the other, each with a bare submit before it")
     aif, bare, lags, startups, create_calls = [], [], [], [], []
+    parts: dict[str, list[float]] = {key: [] for _, key in PARTS}
     problems: list[str] = []
     no_cpu = False  # once a job waited too long for a CPU, B2 is skipped for the rest (B1 needs no CPU)
     for i in range(reps):
         job, script = bare_job(ctx, i)
         started = time.monotonic()
-        bare_id = ctx.slurm.submit(job, script)
+        bare_id = bare_slurm.submit(job, script)
         bare.append(time.monotonic() - started)
-        ctx.slurm.cancel(bare_id)
+        bare_slurm.cancel(bare_id)
 
         name = ctx.name(f"s{i}")
         created = time.monotonic()
-        ctx.kube.create_service(ctx.namespace, name, {"recipe": ECHO_RECIPE})
+        ctx.kube.create_service(ctx.namespace, name, {"recipe": ECHO_RECIPE, "cluster": TIMED})
         create_calls.append(time.monotonic() - created)
         try:
             if not ctx.watch.wait(lambda seen, n=name: bool(seen.get(n) and seen[n].job_id_at), STEP_TIMEOUT,
@@ -107,6 +148,13 @@ def run(ctx: Context) -> tuple[Benchmark, Benchmark]:
             seen = ctx.watch.get(name)
             aif.append(seen.job_id_at - created)
             job_id = seen.status["jobId"]
+            submits = proxy.answered("POST", "/job/submit", after=created)
+            moments = {"created": created + create_calls[-1], "finalizer": seen.finalizer_at,
+                       "submit_in": submits[0][0] if submits else None,
+                       "submit_out": submits[0][1] if submits else None, "job_id": seen.job_id_at}
+            for key, at in moments.items():
+                if at is not None:
+                    parts[key].append(at - created)
             if no_cpu:
                 say(f"  {i + 1}/{reps}: job id after {aif[-1] * 1000:.0f} ms (bare submit {bare[-1] * 1000:.1f} ms)")
                 continue
@@ -138,7 +186,8 @@ def run(ctx: Context) -> tuple[Benchmark, Benchmark]:
     a, b = summary(aif), summary(bare)
     c = summary(create_calls)
     b1.raw = {"aifactory_seconds": aif, "bare_seconds": bare, "kube_create_call_seconds": create_calls,
-              "aifactory": a, "bare": b, "kube_create_call": c}
+              "aifactory": a, "bare": b, "kube_create_call": c,
+              "parts_seconds_from_create": parts, "parts": {key: summary(v) for key, v in parts.items()}}
     raw = (f"aifactory p50 {fmt(_ms(a['p50']), 'ms')}, p95 {fmt(_ms(a['p95']), 'ms')} (of which the Kubernetes "
            f"create call p50 {fmt(_ms(c['p50']), 'ms')}); bare p50 {fmt(_ms(b['p50']), 'ms')}, "
            f"p95 {fmt(_ms(b['p95']), 'ms')}; n={a['n']}")
@@ -146,9 +195,14 @@ def run(ctx: Context) -> tuple[Benchmark, Benchmark]:
         Figure.checked("p50 ratio aifactory / bare", ratio(a["p50"], b["p50"]), "x", raw, "<=", 3),
         Figure("p95 ratio aifactory / bare", ratio(a["p95"], b["p95"]), "x", raw),
     ]
-    b1.notes.append("aifactory's time includes the Kubernetes create call, the watch event to the operator, its "
-                    "adoption check (in its poller's cache), the submit itself, the status patch and the watch "
-                    "event back.")
+    timeline = ", ".join(f"{label} {fmt(_ms(summary(parts[key])['p50']), 'ms')}" for label, key in PARTS
+                         if parts[key])
+    b1.figures.append(Figure("create -> status.jobId, part by part", _ms(a["p50"]), "ms",
+                             f"p50 from the create call's start: {timeline or 'no part was seen'}"))
+    b1.notes.append("aifactory's time includes the Kubernetes create call, the watch event to the operator, "
+                    "kopf's finalizer round trip, its adoption check (in its poller's cache), the submit itself, "
+                    "the status patch and the watch event back. Part by part (p50, ms from the create call's "
+                    f"start): {timeline}.")
     l, s = summary(lags), summary(startups)
     b2.raw = {"lag_seconds": lags, "health_after_job_id_seconds": startups, "lag": l}
     raw2 = (f"p50 {fmt(l['p50'], 's')}, p95 {fmt(l['p95'], 's')}, n={l['n']}; the health path first answered "
