@@ -4,7 +4,10 @@ Debian 13 (trixie) ships Slurm 24.11 and Debian's unstable suite (sid) ships 26.
 `debootstrap --variant=minbase` from the machine's own Debian archive (taken from its apt sources at run time),
 plus Slurm's packages, openssh-server (a login node of that release) and the shared libraries the project's
 Python needs, and is kept in the cache next to kube-apiserver. It is never changed after the build: each stack
-mounts it as the lower layer of an overlay under its own state directory, so its daemons write only there.
+mounts it as the lower layer of an overlay whose upper layer is in its own state directory, so its daemons
+write only there. The mount point itself is under /run/aifactory (gone at reboot, like the mounts), never inside the
+state directory: nothing that walks or removes that folder may descend into the chroot's /proc, /sys, /dev or the
+project's folders.
 
 Inside the mounted root: /proc, /sys, /dev, the host's /etc/hosts, and read-only binds of the project's Python
 and source folders at the same paths as outside, so that a job started by the chroot's slurmd runs the same
@@ -14,6 +17,7 @@ state, job output) is bound read-write at the same path too, so paths mean the s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -212,9 +216,13 @@ def _python_folders(project: Path) -> list[Path]:
     return kept
 
 
+MOUNTS = Path("/run/aifactory")
+
+
 class ChrootMount:
     """A release's chroot as one stack sees it: an overlay with the cache's tree below and `base/upper` above,
-    mounted at `base/root`, with /proc, /sys, /dev, /etc/hosts and the given folders bound in."""
+    mounted at /run/aifactory/<stack>-<release>/root, with /proc, /sys, /dev, /etc/hosts and the given folders
+    bound in."""
 
     def __init__(self, release: str, base: Path, shared: list[Path], project: Path):
         self.release = release
@@ -224,7 +232,8 @@ class ChrootMount:
 
     @property
     def root(self) -> Path:
-        return self.base / "root"
+        stack = hashlib.sha256(str(self.base.resolve()).encode()).hexdigest()[:12]
+        return MOUNTS / f"{stack}-{self.release}" / "root"
 
     @property
     def lower(self) -> Path:

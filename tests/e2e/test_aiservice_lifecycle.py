@@ -182,4 +182,6 @@ def test_a_readiness_timeout_says_why_in_a_bounded_message(stack, services, serv
     name = services(unique_name("mute-svc"), f"e2e/{recipe}")
     final = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "failed", 120, what="failed")["status"]
     assert final["message"].startswith("Not healthy within the recipe's start-up grace of 3s")
-    assert "xxxxxxxx" in final["message"] and len(final["message"]) <= 2048
+    assert len(final["message"]) <= 2048
+    tail = final["lastFailure"]["logTail"]
+    assert "xxxxxxxx" in tail and len(tail) <= 4096
