@@ -321,7 +321,7 @@ async def _stop(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: 
     cluster, message, fields = None, step.message, {}
     if status.get("jobId") and not _phase(status).finished:
         job = await _cancel_and_confirm(spec, status, uid)
-        cluster = registry.get(spec.get("cluster") or "default")
+        cluster = registry.get(_job_cluster(spec, status))
         message += f"; Slurm job {status['jobId']} cancelled"
         if job is not None:
             fields["attempts"] = _attempts_wire(observed(parse_attempts(status.get("attempts")), job, "Stopped"))
@@ -387,6 +387,16 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, uid: s
             await _observe(body, spec, meta, status, uid, patch, tenant_by_namespace)
 
 
+def _job_cluster(spec: Any, status: Any) -> str:
+    """The SlurmCluster the status's job runs on: its attempt's cluster (a spec update may already name another
+    before the job is replaced), else the spec's."""
+    job_id = status.get("jobId")
+    for attempt in reversed(status.get("attempts") or []):
+        if job_id and attempt.get("jobId") == job_id and attempt.get("cluster"):
+            return attempt["cluster"]
+    return spec.get("cluster") or "default"
+
+
 async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch: kopf.Patch,
                    tenant_by_namespace: kopf.Index) -> None:
     job_id = status.get("jobId")
@@ -399,7 +409,7 @@ async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch
             await _start(body, spec, meta, dict(status), uid, patch, tenant_by_namespace, why=why)
         return
     try:
-        cluster = registry.get(spec.get("cluster") or "default")
+        cluster = registry.get(_job_cluster(spec, status))
     except ClusterNotReady:
         return
     job = cluster.poller.job(job_id)
@@ -552,7 +562,7 @@ async def _slurmcluster_exists(name: str) -> bool:
 async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0,
                               body: Any = None) -> SlurmJob | None:
     """Cancel the service's live job and wait (by TemporaryError) until Slurm says it ended; the ended job."""
-    name = spec.get("cluster") or "default"
+    name = _job_cluster(spec, status)
     try:
         cluster = registry.get(name)
     except ClusterNotReady as exc:

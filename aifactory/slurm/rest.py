@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 LARGE_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the event loop
 
 
+def _job_id_in(answer: Any) -> bool:
+    """Whether a submit answer names the job it made (at the top, or inside `result` in v0.0.40/41)."""
+    if not isinstance(answer, dict):
+        return False
+    return bool(answer.get("job_id") or (answer.get("result") or {}).get("job_id"))
+
+
 async def _json(content: bytes) -> Any:
     if len(content) > LARGE_ANSWER:
         return await asyncio.to_thread(json.loads, content)
@@ -113,6 +120,12 @@ class RestBridge:
                     continue  # the token may have expired: renew once
                 raise SlurmAuthError(f"slurmrestd refused the token ({response.status_code}: {text})",
                                      response.status_code)
+            if submit and response.status_code == 200 and _job_id_in(data):
+                # 22.05 takes a job no node can run now and says so in `errors` (26.05 in `warnings`): the job
+                # exists and waits (reason PartitionConfig); treating it as refused would leave it behind.
+                if errors:
+                    log.info("slurmrestd took the job with: %s", "; ".join(errors))
+                return data
             if response.status_code not in ok_statuses or (errors and method != "GET"):
                 if response.status_code in (502, 503, 504):
                     # A gateway (or slurmrestd) gave up waiting: slurmctld may have taken the job meanwhile.

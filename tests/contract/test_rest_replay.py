@@ -167,6 +167,31 @@ def test_rejected_submits_carry_slurms_words(release, version):
 
 
 @pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
+def test_a_job_slurm_took_is_a_job_whatever_else_it_says(release, version):
+    # 22.05 answers a job no node can run now with 200, its job id and an error (2015); 26.05 with warnings; 24.11
+    # refuses it (500, 2014). Taking 22.05's answer for a refusal left the job queued forever with nobody to
+    # cancel it.
+    replay = Replay(release, version, {"extra": ["job_submit_too_big"]})
+    recorded = exchange(release, version, "job_submit_too_big")["body"]
+
+    async def scenario():
+        b = bridge(replay, pinned=version)
+        request = JobRequest(name="x", script="#!/bin/bash\ntrue\n", environment={"A": "1"},
+                             working_directory="/tmp", standard_output="", standard_error="", cpus_per_task=64)
+        try:
+            return await b.submit(request)
+        except SlurmError as exc:
+            return exc
+
+    outcome = run(scenario())
+    if recorded.get("job_id"):
+        assert outcome == str(recorded["job_id"])
+    else:
+        assert isinstance(outcome, SlurmError) and not isinstance(outcome, SlurmUnreachable)
+        assert "Requested node configuration is not available" in str(outcome)
+
+
+@pytest.mark.parametrize("release,version", REAL, ids=[set_id(*s) for s in REAL])
 def test_a_refused_token_is_read_again_and_the_call_retried_once(release, version):
     # 401 without a token, 511 for a bad one from 24.11 on, 500 "Unspecified error" on 22.05.
     replay = Replay(release, version, {"sequence": ["job_running"]})

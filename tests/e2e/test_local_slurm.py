@@ -264,6 +264,26 @@ def test_submit_to_bad_partition_is_rejected(slurm_release, api: Api, record) ->
     record("job_submit_bad_partition", r, body=body)
 
 
+def test_a_job_no_node_can_run_now(slurm_release, api: Api, record) -> None:
+    # More CPUs than the node has: 22.05 takes the job and says so in `errors` (200, error 2015), 26.05 takes it
+    # with warnings, 24.11 refuses it (500, error 2014). A job Slurm took is a job, whatever else it says.
+    body = api.submit_body("e2e-too-big", "#!/bin/bash\ntrue\n", cpus_per_task=64)
+    r = api.client.post(f"{api.base}/job/submit", json=body)
+    answer = r.json()
+    record("job_submit_too_big", r, body=body)
+    job_id = answer.get("job_id")
+    if slurm_release.release == "24.11":
+        assert r.status_code == 500 and not job_id
+        assert [e["error_number"] for e in answer["errors"]] == [2014]
+        return
+    assert r.status_code == 200 and job_id
+    try:
+        _, job = api.get_job(job_id)
+        assert state(job) == "PENDING" and job["state_reason"] == "PartitionConfig"
+    finally:
+        api.client.delete(f"{api.base}/job/{job_id}")
+
+
 def test_submit_without_environment_is_rejected(api: Api, record) -> None:
     body = api.submit_body("e2e-no-env", "#!/bin/bash\ntrue\n")
     del body["job"]["environment"]
