@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aifactory.api.deps import Caller, Inference, StateDep, StoreDep
-from aifactory.api.errors import BadRequest
+from aifactory.api.errors import BadRequest, NotFound
 from aifactory.api.gateway import forward, header, json_object, read_body
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
@@ -56,6 +56,16 @@ async def list_models(state: StateDep, store: StoreDep, caller: Caller) -> OpenA
     when asked)."""
     return OpenAIModelList(data=[_model(o) for o in state.services.visible(caller)
                                  if state.services.serves_openai(o) and _usable(caller, o)])
+
+
+@router.get("/models/{model}", response_model=OpenAIModel, summary="Retrieve Model")
+async def retrieve_model(model: str, state: StateDep, caller: Caller) -> OpenAIModel:
+    """One model by its id (a service's name or a model id it serves), as `client.models.retrieve` asks."""
+    obj = state.services.for_model(caller, model)
+    if not state.services.serves_openai(obj):
+        raise NotFound(f"The model `{model}` does not exist (service {obj['metadata']['name']} does not serve "
+                       "the OpenAI API)")
+    return _model(obj).model_copy(update={"id": model})
 
 
 class Forwarded:

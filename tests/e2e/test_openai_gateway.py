@@ -55,6 +55,7 @@ def test_models_chat_and_unknown_model_with_the_openai_client(stack, inference_k
     ai = client(stack, inference_key)
     ids = {m.id for m in ai.models.list()}
     assert {gateway_services["echo"], gateway_services["emb"]} <= ids
+    assert ai.models.retrieve(gateway_services["echo"]).owned_by == "default"
     chat = ai.chat.completions.create(model=gateway_services["echo"], max_tokens=20,
                                       messages=[{"role": "user", "content": "hello through the gateway"}])
     assert chat.choices[0].message.content == "echo: hello through the gateway"

@@ -35,6 +35,22 @@ def test_models_lists_the_services_the_key_may_use_in_openais_shape():
     assert isinstance(listed["data"][0]["created"], int)
 
 
+def test_one_model_is_retrieved_by_its_name_as_openai_clients_do():
+    api = make_api()
+    service(api, "echo", **RUNNING)
+    service(api, "vectors", spec={"recipe": "vector-db/qdrant"}, phase="running")
+    service(api, "theirs", namespace="team-b", **RUNNING)
+    got = api.client.get("/v1/models/echo", headers=api.as_key(api.inference))
+    assert got.status_code == 200, got.text
+    assert (got.json()["id"], got.json()["object"], got.json()["owned_by"]) == ("echo", "model", "team-a")
+    for absent in ("vectors", "theirs", "nothing"):  # not OpenAI, another tenant's, unknown
+        missing = api.client.get(f"/v1/models/{absent}", headers=api.as_key(api.inference))
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found", missing.text
+    from aifactory.models import Role
+    narrow = api.store.add_key("team-a", Role.inference, allowed_models=["other"])
+    assert api.client.get("/v1/models/echo", headers=api.as_key(narrow)).status_code == 403
+
+
 def test_chat_is_routed_by_model_name_or_served_id_and_answered_by_the_service():
     api = make_api()
     service(api, "echo", **RUNNING)
