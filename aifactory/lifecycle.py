@@ -262,7 +262,8 @@ ACTION_ANNOTATION = "lifecycle.aifactory.io/action"  # not aifactory.io/: kopf k
 ACTION_VERBS = ("start", "restart", "evict")
 
 # Spec fields that say when the service runs, not what runs: changing them starts no new job.
-SCHEDULING_FIELDS = frozenset({"stopped", "on_demand", "idle_timeout_minutes", "start_timeout_seconds", "restart"})
+SCHEDULING_FIELDS = frozenset({"stopped", "on_demand", "idle_timeout_minutes", "start_timeout_seconds", "restart",
+                               "rollover", "update_strategy"})
 
 
 def action_value(verb: str, when: datetime | None = None) -> str:

@@ -99,6 +99,26 @@ class RestartSpec(Model):
         30, ge=0, description="Wait before the first restart; doubled for each further one, at most 600 s.")
 
 
+class RolloverSpec(Model):
+    """Walltime rollover: a successor job takes over before the current one reaches its time limit."""
+
+    enabled: bool | None = Field(
+        None, description="Roll over at the time limit; default: on for long-running recipes, off for finite ones.")
+    lead_minutes: int = Field(
+        10, ge=1, description="Submit the successor this long before the current job's end (queued like any job).")
+    drain_seconds: int = Field(
+        30, ge=0, description="After the switch, the old job keeps serving requests already sent to it this long "
+        "before it is cancelled.")
+    warn_minutes: int = Field(
+        15, ge=0, description="The WalltimeExpiring condition warns this long before the end when no successor is "
+        "healthy yet.")
+
+
+class UpdateStrategy(str, Enum):
+    rollover = "Rollover"
+    replace = "Replace"
+
+
 class AIServiceSpec(Model):
     """An AI service to run on a Slurm cluster, made from a recipe."""
 
@@ -138,6 +158,10 @@ class AIServiceSpec(Model):
     start_timeout_seconds: int | None = Field(
         None, ge=1, le=3600, description="How long a gateway request for a service that is not ready yet waits "
         "before it gets 503 with Retry-After; default: the API's setting (120 s).")
+    rollover: RolloverSpec | None = Field(None, description="Walltime rollover; unset: the defaults.")
+    update_strategy: UpdateStrategy | None = Field(
+        None, description="On a spec change: Rollover (the new job first, the old one cancelled once the new one "
+        "is healthy) or Replace (cancel, then start). Default: Rollover for long-running recipes, else Replace.")
 
 
 class Condition(Model):
@@ -194,6 +218,26 @@ class TokenUsage(Model):
     requests: int = Field(0, ge=0, description="Requests forwarded.")
     prompt_tokens: int = Field(0, ge=0, description="Prompt tokens the upstream reported.")
     completion_tokens: int = Field(0, ge=0, description="Completion tokens the upstream reported.")
+class Successor(Model):
+    """The job that is to take over from the current one (walltime rollover or a spec change)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    job_id: str = Field(..., description="Slurm job id.")
+    cluster: str | None = Field(None, description="The SlurmCluster it runs on.")
+    reason: str = Field(..., description="Walltime or SpecChanged.")
+    submitted_at: str | None = Field(None, description="When it was submitted (RFC 3339).")
+    generation: int | None = Field(None, description="The spec generation it was made from.")
+
+
+class DrainingJob(Model):
+    """A job that was taken over: it finishes the requests already sent to it, then it is cancelled."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    job_id: str = Field(..., description="Slurm job id.")
+    cluster: str | None = Field(None, description="The SlurmCluster it runs on.")
+    until: str = Field(..., description="When it is cancelled (RFC 3339).")
 
 
 class AIServiceStatus(Model):
@@ -215,7 +259,13 @@ class AIServiceStatus(Model):
     attempts: list[Attempt] = Field(default_factory=list, description="The service's newest Slurm jobs, oldest first.")
     last_failure: FailureInfo | None = Field(None, description="The last failure of a job of the service.")
     restart_count: int | None = Field(None, description="Restarts after failures since the spec last changed.")
-    next_attempt_time: str | None = Field(None, description="When the next restart is due (RFC 3339).")
+    next_attempt_time: str | None = Field(
+        None, description="When the next attempt may start (RFC 3339): a restart after a failure, or another "
+        "successor after one failed.")
+    successor: Successor | None = Field(None, description="The job on its way to take over (rollover).")
+    draining: list[DrainingJob] = Field(default_factory=list, description="Jobs taken over, serving their last "
+                                        "requests before they are cancelled.")
+    rollovers: int | None = Field(None, description="How many times a successor job took over.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")
     observed_action: str | None = Field(
         None, description="The last lifecycle.aifactory.io/action annotation (start, restart, evict) the operator "
@@ -303,6 +353,9 @@ class Recipe(Model):
                     "variable; defaults come from `environment`.")
     model_setting: str | None = Field(
         None, description="The setting that names the model the service serves (LMStack's `model`).")
+    long_running: bool = Field(
+        True, description="Serves until stopped (an endpoint, a database): its services roll over at the time limit "
+        "by default. false for finite work, which ends on its own.")
 
     @field_validator("command", "args")
     @classmethod

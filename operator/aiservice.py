@@ -9,11 +9,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
 import kopf
+from aifactory.operator import rollover
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
@@ -109,13 +111,15 @@ def _fail(body: Any, patch: kopf.Patch, meta: Any, status: dict, reason: str, me
 _uncertain_submits: set[str] = set()
 
 
-async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
+async def _find_live_job(cluster: Cluster, uid: str, exclude: frozenset[str] = frozenset()) -> SlurmJob | None:
     """A live job tagged with this UID, from the poller's cache, or from Slurm itself after a submit whose answer
-    was lost.
+    was lost; never one of `exclude` (the jobs the status names: the one a successor takes over from, a draining
+    one, one aifactory just cancelled that the cache still shows alive).
 
     The cache is complete otherwise: its first poll lists every job the cluster has (so jobs submitted before a
     crash are found after the restart) and every submit of this process enters it at once. Should a service
-    have more than one live job (a submit repeated by an older version), the newest is kept, the others cancelled.
+    have more than one live job besides those (a submit repeated by an older version), the newest is kept, the
+    others cancelled.
     """
     if uid in _uncertain_submits:
         listed = await cluster.bridge.jobs(tagged_only=True)  # a full list, asked after that submit
@@ -129,6 +133,7 @@ async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
         except TimeoutError:
             raise SlurmUnreachable(cluster.poller.last_error or "no list of the cluster's jobs yet") from None
         live = [j for j in cluster.poller.jobs_for_service(uid) if not j.finished and not j.vanished]
+    live = [j for j in live if j.job_id not in exclude]
     if not live:
         return None
     live.sort(key=lambda j: int(j.job_id))
@@ -139,10 +144,12 @@ async def _find_live_job(cluster: Cluster, uid: str) -> SlurmJob | None:
     return live[-1]
 
 
-async def submit_or_adopt(cluster: Cluster, uid: str, request: JobRequest) -> tuple[str, str]:
+async def submit_or_adopt(cluster: Cluster, uid: str, request: JobRequest,
+                          exclude: frozenset[str] = frozenset()) -> tuple[str, str]:
     """(job id, "Adopted") for a live job of this resource found in the poller's cache (submitted before a
-    restart), else (job id, "Submitted") for a new one, which enters the cache at once."""
-    job = await _find_live_job(cluster, uid)
+    restart), else (job id, "Submitted") for a new one, which enters the cache at once. Never one of `exclude`:
+    the jobs the resource already knows."""
+    job = await _find_live_job(cluster, uid, exclude)
     if job is not None:
         return job.job_id, "Adopted"
     try:
@@ -172,56 +179,94 @@ def _attempts_wire(attempts: list[Attempt]) -> list[dict]:
     return [a.wire() for a in attempts]
 
 
-async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
-                 tenants: Any = None, why: str = "Created", step: Step | None = None) -> None:
-    """Submit the service's job (or adopt the live one a submit before a restart left), as a new attempt."""
+def _known_jobs(status: Any) -> frozenset[str]:
+    """The jobs the status names (attempts, successor, draining): never adopted as a new one, since aifactory
+    itself may have just cancelled them and the poller not seen it yet."""
+    ids = {a.get("jobId") for a in status.get("attempts") or ()}
+    ids |= {d.get("jobId") for d in status.get("draining") or ()}
+    ids |= {(status.get("successor") or {}).get("jobId"), status.get("jobId")}
+    return frozenset(i for i in ids if i)
+
+
+class NotSubmitted(Exception):
+    """Why no job was submitted: the service fails (delay None) or waits and retries after `delay` seconds."""
+
+    def __init__(self, reason: str, message: str, delay: float | None = None):
+        super().__init__(message)
+        self.reason, self.message, self.delay = reason, message, delay
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    verb: str  # Submitted or Adopted
+    cluster: Cluster
+    cluster_name: str
+
+
+async def _submit(spec: Any, meta: Any, uid: str, tenants: Any = None,
+                  exclude: frozenset[str] = frozenset()) -> Submitted:
+    """Submit a job for the service's spec, or adopt the live job a submit before a restart left (never one of
+    `exclude`: the jobs the service already knows, such as the one a successor takes over from)."""
     try:
         parsed = AIServiceSpec.model_validate(dict(spec))
     except ValidationError as exc:
-        return _fail(body, patch, meta, status, "InvalidSpec", f"invalid spec: {exc}")
+        raise NotSubmitted("InvalidSpec", f"invalid spec: {exc}") from exc
     try:
         recipe = catalog.get(parsed.recipe)
     except RecipeNotFound as exc:
-        return _fail(body, patch, meta, status, "RecipeNotFound", str(exc))
+        raise NotSubmitted("RecipeNotFound", str(exc)) from exc
     try:
         cluster = registry.get(parsed.cluster)
     except ClusterNotReady as exc:
-        patch.status.update(_status(Phase.pending, "ClusterNotReady", str(exc), meta, status))
-        raise kopf.TemporaryError(str(exc), delay=5) from exc
+        raise NotSubmitted("ClusterNotReady", str(exc), delay=5) from exc
     ref = ServiceRef(meta["namespace"], meta["name"], uid)
     try:
         tenant = _tenant(tenants, meta["namespace"])
     except ValidationError as exc:
-        return _fail(body, patch, meta, status, "InvalidTenant", f"the namespace's Tenant is invalid: {exc}")
+        raise NotSubmitted("InvalidTenant", f"the namespace's Tenant is invalid: {exc}") from exc
     try:
         secret_env = await _secret_env(parsed, meta["namespace"])
     except SecretMissing as exc:
         # The Secret may come after the service (GitOps applies in any order): wait for it.
-        patch.status.update(_status(Phase.pending, "SecretMissing", str(exc), meta, status))
-        raise kopf.TemporaryError(str(exc), delay=10) from exc
+        raise NotSubmitted("SecretMissing", str(exc), delay=10) from exc
     try:
         request = job_request(ref, parsed, recipe, cluster.spec, tenant, secret_env)
     except SpecError as exc:
-        return _fail(body, patch, meta, status, "InvalidSpec", str(exc))
+        raise NotSubmitted("InvalidSpec", str(exc)) from exc
     try:
-        job_id, verb = await submit_or_adopt(cluster, uid, request)
+        job_id, verb = await submit_or_adopt(cluster, uid, request, exclude)
     except SlurmUnreachable as exc:
-        patch.status.update({"conditions": conditions_for(
-            _phase(status), "SlurmUnreachable", str(exc), meta.get("generation"),
-            status.get("conditions"),
-            [Condition(type="SlurmReachable", status="False", reason="SlurmUnreachable", message=str(exc))])})
-        raise kopf.TemporaryError(f"Slurm unreachable, will retry: {exc}", delay=10) from exc
+        raise NotSubmitted("SlurmUnreachable", str(exc), delay=10) from exc
     except SlurmError as exc:
-        return _fail(body, patch, meta, status, "SubmitRejected", f"Slurm rejected the job: {exc}")
+        raise NotSubmitted("SubmitRejected", f"Slurm rejected the job: {exc}") from exc
     cluster.poller.wake()
-    message = f"{verb} Slurm job {job_id} on cluster {parsed.cluster}"
+    return Submitted(job_id, verb, cluster, parsed.cluster)
+
+
+async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
+                 tenants: Any = None, why: str = "Created", step: Step | None = None) -> None:
+    """Submit the service's job (or adopt the live one a submit before a restart left), as a new attempt."""
+    try:
+        done = await _submit(spec, meta, uid, tenants, _known_jobs(status))
+    except NotSubmitted as exc:
+        if exc.reason == "SlurmUnreachable":
+            patch.status.update({"conditions": conditions_for(
+                _phase(status), exc.reason, exc.message, meta.get("generation"), status.get("conditions"),
+                [Condition(type="SlurmReachable", status="False", reason=exc.reason, message=exc.message)])})
+            raise kopf.TemporaryError(f"Slurm unreachable, will retry: {exc.message}", delay=exc.delay) from exc
+        if exc.delay is not None:
+            patch.status.update(_status(Phase.pending, exc.reason, exc.message, meta, status))
+            raise kopf.TemporaryError(exc.message, delay=exc.delay) from exc
+        return _fail(body, patch, meta, status, exc.reason, exc.message)
+    message = f"{done.verb} Slurm job {done.job_id} on cluster {done.cluster_name}"
     if step is not None and step.message:
         message = f"{step.message}: {message}"
-    attempts = started(parse_attempts(status.get("attempts")), job_id, parsed.cluster, why)
-    patch.status.update(_status(Phase.pending, verb, message, meta, status, cluster, jobId=job_id,
+    attempts = started(parse_attempts(status.get("attempts")), done.job_id, done.cluster_name, why)
+    patch.status.update(_status(Phase.pending, done.verb, message, meta, status, done.cluster, jobId=done.job_id,
                                 slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
                                 expectedStart=None, nextAttemptTime=None, attempts=_attempts_wire(attempts)))
-    kopf.info(body, reason=step.reason if step is not None and step.message else verb, message=message)
+    kopf.info(body, reason=step.reason if step is not None and step.message else done.verb, message=message)
 
 
 def _known_phase(status: Any) -> Phase | None:
@@ -242,20 +287,26 @@ _acted: dict[str, str] = {}
 # kopf runs a service's timer beside its event handlers, not after them: a lock per service keeps them apart, and a
 # fence (the phase and job a start or stop wrote) makes the timer skip ticks whose status snapshot predates it.
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-_fences: dict[str, tuple[str | None, str | None]] = {}
+_fences: dict[str, tuple[str | None, str | None, str | None]] = {}
+
+
+def _successor_id(status: Any) -> str | None:
+    return (status.get("successor") or {}).get("jobId")
 
 
 def _fence(uid: str, status: dict, patch: kopf.Patch) -> None:
     written = patch.status or {}
-    _fences[uid] = (written.get("phase", status.get("phase")), written.get("jobId", status.get("jobId")))
+    successor = written["successor"] if "successor" in written else status.get("successor")
+    _fences[uid] = (written.get("phase", status.get("phase")), written.get("jobId", status.get("jobId")),
+                    (successor or {}).get("jobId"))
 
 
 def _fenced(uid: str, status: Any) -> bool:
-    """Whether the timer's snapshot of the status is older than the last start or stop."""
+    """Whether the timer's snapshot of the status is older than the last start, stop or successor."""
     fence = _fences.get(uid)
     if fence is None:
         return False
-    if (status.get("phase"), status.get("jobId")) != fence:
+    if (status.get("phase"), status.get("jobId"), _successor_id(status)) != fence:
         return True
     del _fences[uid]
     return False
@@ -275,16 +326,21 @@ async def _reconcile(body: Any, spec: Any, meta: Any, status: Any, uid: str, pat
     phase = _known_phase(status)
     step = next_step(parsed, phase, action=action, observed_action=observed_action, old_spec=before)
     async with _locks[uid]:
-        if step.kind == "start":
+        if step.kind == "start" and step.reason == "SpecChanged" and await rollover.start_on_change(
+                body, spec, meta, status, uid, patch, tenants):
+            pass  # the new spec's job starts beside the old one, which serves until it is healthy
+        elif step.kind == "start":
             if phase is not None:
                 # Never adopt the job being replaced: it must have ended before the new one is submitted. It runs
                 # on the old spec's cluster, whatever the new spec names.
+                await rollover.cancel_others(old_spec or spec, status)
                 replaced = await _cancel_and_confirm(old_spec or spec, status, uid, body=body)
                 attempts = parse_attempts(status.get("attempts"))
                 if replaced is not None:
                     attempts = observed(attempts, replaced, "Replaced")
                 patch.status.update({"jobId": None, "node": None, "endpoint": None, "slurmState": None,
-                                     "restartCount": None, "nextAttemptTime": None})
+                                     "restartCount": None, "nextAttemptTime": None, "successor": None,
+                                     "draining": None})
                 status = {"conditions": status.get("conditions"), "attempts": _attempts_wire(attempts)}
             await _start(body, spec, meta, status, uid, patch, tenants, why=_STARTED_BY.get(step.reason, step.reason),
                          step=step)
@@ -319,6 +375,9 @@ async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: st
 async def _stop(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch, step: Step) -> None:
     """Cancel the service's job (if it has one) and keep the resource, in phase stopped with the reason."""
     cluster, message, fields = None, step.message, {}
+    await rollover.cancel_others(spec, status)
+    if status.get("successor") or status.get("draining"):
+        fields.update(successor=None, draining=None)
     if status.get("jobId") and not _phase(status).finished:
         job = await _cancel_and_confirm(spec, status, uid)
         cluster = registry.get(_job_cluster(spec, status))
@@ -439,6 +498,10 @@ async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch
     except RecipeNotFound:
         recipe = None
     health_path = recipe.health_path if recipe else "/health"
+    rolled = await rollover.tick(body, spec, meta, status, uid, patch, tenant_by_namespace, cluster, job, recipe,
+                                 time.time())
+    if rolled.done:
+        return
 
     was_running = status.get("phase") == Phase.running.value
     endpoint, healthy = await _reach(cluster, job, health_path, probe=not was_running)
@@ -461,9 +524,9 @@ async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch
         except SlurmError as exc:
             log.warning("could not cancel job %s after its start-up timeout: %s", job.job_id, exc)
         failure = Failure(STARTUP_TIMEOUT, f"Not healthy within the recipe's start-up grace of {grace}s")
-        return await _ended(body, spec, meta, status, patch, cluster, job, failure)
+        return await _ended(body, spec, meta, status, patch, cluster, job, failure, rolled)
     if seen.phase.finished:
-        return await _ended(body, spec, meta, status, patch, cluster, job)
+        return await _ended(body, spec, meta, status, patch, cluster, job, rolled=rolled)
 
     if seen.phase is Phase.running and spec.get("idleTimeoutMinutes"):
         idle = idle_step(AIServiceSpec.model_validate(dict(spec)), seen.phase, dict(status), time.time())
@@ -473,11 +536,12 @@ async def _observe(body: Any, spec: Any, meta: Any, status: Any, uid: str, patch
     served = {}
     if seen.phase is Phase.running and not was_running and endpoint and recipe is not None and recipe.openai_api:
         served = {"models": await _served_models(cluster, endpoint)}
-    attempts = observed(parse_attempts(status.get("attempts")), job)
-    wanted = _status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster, [scheduled_condition(job)],
-                     jobId=job_id, slurmState=seen.slurm_state, node=seen.node, endpoint=endpoint,
+    attempts = observed(rolled.attempts or parse_attempts(status.get("attempts")), job)
+    wanted = _status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster,
+                     [scheduled_condition(job), *rollover.settled(rolled.conditions, seen.phase)], jobId=job_id,
+                     slurmState=seen.slurm_state, node=seen.node, endpoint=endpoint,
                      pendingReason=seen.pending_reason, expectedStart=rfc3339(seen.expected_start),
-                     attempts=_attempts_wire(attempts), **served)
+                     attempts=_attempts_wire(attempts), **served, **rolled.fields)
     changed = {k: v for k, v in wanted.items() if status.get(k) != v}
     if changed:
         patch.status.update(changed)
@@ -502,7 +566,7 @@ def _restart_spec(spec: Any) -> RestartSpec:
 
 
 async def _ended(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch, cluster: Cluster,
-                 job: SlurmJob, failure: Failure | None = None) -> None:
+                 job: SlurmJob, failure: Failure | None = None, rolled: rollover.Rolled | None = None) -> None:
     """The service's job ended: record the attempt, name the failure with the last log lines, and restart
     (or requeue) it when its policy says so; otherwise the service ends with the job."""
     tail = None
@@ -513,10 +577,12 @@ async def _ended(body: Any, spec: Any, meta: Any, status: Any, patch: kopf.Patch
             log.warning("could not read the output of job %s: %s", job.job_id, exc)
     failure = failure or failure_of(job, tail)
     seen = observe(job, False)
-    attempts = observed(parse_attempts(status.get("attempts")), job, failure.reason if failure else "Completed")
+    before = rolled.attempts if rolled is not None else None
+    attempts = observed(before or parse_attempts(status.get("attempts")), job,
+                        failure.reason if failure else "Completed")
     common = dict(jobId=job.job_id, slurmState=seen.slurm_state if not job.vanished else status.get("slurmState"),
                   node=seen.node or status.get("node"), endpoint=None, pendingReason=None, expectedStart=None,
-                  attempts=_attempts_wire(attempts))
+                  **(rolled.fields if rolled is not None else {}), attempts=_attempts_wire(attempts))
     if failure is None:
         patch.status.update(_status(seen.phase, seen.reason, seen.message, meta, dict(status), cluster,
                                     [scheduled_condition(job)], **common))
@@ -608,7 +674,9 @@ async def _cancel_and_confirm(spec: Any, status: Any, uid: str, retry: int = 0,
 
 @kopf.on.delete(*RESOURCE)
 async def aiservice_delete(body: Any, spec: Any, status: Any, uid: str, retry: int, **_) -> None:
-    """The finalizer: the resource goes once Slurm confirms the job ended (or its SlurmCluster is gone)."""
+    """The finalizer: the resource goes once Slurm confirms the job ended (or its SlurmCluster is gone), and its
+    successor and draining jobs are cancelled."""
+    await rollover.cancel_others(spec, status)
     await _cancel_and_confirm(spec, status, uid, retry, body=body)
     for memo in (_acted, _locks, _fences):
         memo.pop(uid, None)

@@ -31,7 +31,7 @@ def failing(stack):
     made_recipes = []
     for name, spec in recipes.items():
         manifest = stack.recipe_manifest(f"fail-{name}", category="e2e-failures", runtime="native",
-                                         startupGraceSeconds=600, **spec)
+                                         startupGraceSeconds=600, longRunning=False, **spec)
         stack.apply(manifest)
         made_recipes.append(manifest["metadata"]["name"])
         assert stack.recipe_status(f"fail-{name}")["accepted"]
