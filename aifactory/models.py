@@ -240,6 +240,32 @@ class DrainingJob(Model):
     until: str = Field(..., description="When it is cancelled (RFC 3339).")
 
 
+class PreflightResult(Model):
+    """What a dry run found: whether the job would run, in Slurm's words, and the job it would submit."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    ok: bool = Field(..., description="Whether the job would be accepted and could run.")
+    problems: list[str] = Field(default_factory=list, description="Why not, in Slurm's words.")
+    notes: list[str] = Field(default_factory=list, description="What could not be checked, and why.")
+    script: str = Field("", description="The batch script that would be submitted.")
+    partition: str | None = Field(None, description="Slurm partition.")
+    account: str | None = Field(None, description="Slurm account.")
+    qos: str | None = Field(None, description="Slurm QOS.")
+    cpus_per_task: int | None = Field(None, description="CPUs per task.")
+    memory_per_node_mb: int | None = Field(None, description="Memory per node in MB.")
+    gpus_per_node: int | None = Field(None, description="GPUs per node.")
+    time_limit_minutes: int | None = Field(None, description="Time limit in minutes.")
+    nodes: int | None = Field(None, description="Number of nodes.")
+    environment: list[str] = Field(default_factory=list, description="The names of the job's environment (values "
+                                   "are never shown).")
+    slurm_estimate: str | None = Field(None, description="sbatch --test-only's answer, where the transport can run "
+                                       "it (SSH).")
+    expected_start: str | None = Field(None, description="Slurm's estimate of the start, as sbatch --test-only "
+                                       "gives it (the cluster's local time).")
+    checked_at: str | None = Field(None, description="When the check ran (RFC 3339).")
+
+
 class AIServiceStatus(Model):
     """What the operator observed; written only by the operator."""
 
@@ -266,6 +292,9 @@ class AIServiceStatus(Model):
     draining: list[DrainingJob] = Field(default_factory=list, description="Jobs taken over, serving their last "
                                         "requests before they are cancelled.")
     rollovers: int | None = Field(None, description="How many times a successor job took over.")
+    preflight: PreflightResult | None = Field(
+        None, description="The answer to the lifecycle.aifactory.io/dry-run annotation: would the job run (nothing is "
+        "submitted while the annotation is there).")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and the other conditions.")
     observed_action: str | None = Field(
         None, description="The last lifecycle.aifactory.io/action annotation (start, restart, evict) the operator "

@@ -23,8 +23,9 @@ from aifactory.api.traffic import key_of
 from aifactory.recipes import RecipeNotFound
 from kubernetes.client.rest import ApiException
 
-from aifactory.lifecycle import ACTION_ANNOTATION, action_value, parse_rfc3339
-from aifactory.models import AIServiceSpec, Phase, Recipe, Resources, TenantQuotas
+from aifactory import preflight
+from aifactory.lifecycle import ACTION_ANNOTATION, SpecError, action_value, parse_rfc3339
+from aifactory.models import AIServiceSpec, Phase, PreflightResult, Recipe, Resources, TenantQuotas, TenantSpec
 from aifactory.slurm.jobs import SlurmJob
 
 NAME_ATTEMPTS = 3  # a clash of the random suffix is rare; a second one rarer still
@@ -141,6 +142,32 @@ class ServiceVerbs:
                 if attempt + 1 == NAME_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    async def preflight(self, caller: Principal, recipe_name: str, *, env: dict[str, str] | None = None,
+                        resources: Resources | None = None, name: str | None = None,
+                        **spec_fields) -> PreflightResult:
+        """Would this service run? The AIService is checked by Kubernetes (a server-side dry run) and its job
+        against its cluster (partition, account and QOS, the nodes, `sbatch --test-only` where the transport can);
+        nothing is created, in Kubernetes or in Slurm."""
+        recipe = self.recipe(recipe_name)
+        manifest = aiservice_manifest(name or service_name(recipe), caller.tenant, recipe, env, resources,
+                                      **spec_fields)
+        try:
+            await self.store.create("aiservices", manifest, dry_run=True)
+        except ApiException as exc:
+            if exc.status == 409 and name:
+                raise Conflict(f"Service {name} already exists") from None
+            raise
+        spec = AIServiceSpec.model_validate(manifest["spec"])
+        cluster = await self.state.cluster(spec.cluster)
+        tenant_obj = self.store.tenant_for(caller.tenant)
+        tenant = TenantSpec.model_validate(tenant_obj.get("spec") or {}) if tenant_obj else None
+        try:
+            request = preflight.request_for(caller.tenant, manifest["metadata"]["name"], spec, recipe, cluster.spec,
+                                            tenant)
+        except SpecError as exc:
+            return preflight.refused(str(exc))
+        return await preflight.check(cluster, request)
 
     async def delete(self, caller: Principal, obj: dict) -> None:
         """Delete the AIService; the operator cancels its Slurm job before the resource goes."""

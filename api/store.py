@@ -328,15 +328,18 @@ class Store:
 
     # ---- writes (each also enters the cache at once, so the next read sees it) --------------------------
 
-    async def create(self, plural: str, manifest: dict) -> dict:
+    async def create(self, plural: str, manifest: dict, *, dry_run: bool = False) -> dict:
+        """dry_run: Kubernetes checks the object (schema, name, admission) and stores nothing."""
         namespace = (manifest.get("metadata") or {}).get("namespace")
+        extra = {"dry_run": "All"} if dry_run else {}
         if namespace:
             created = await asyncio.to_thread(self._custom.create_namespaced_custom_object, GROUP, VERSION,
-                                              namespace, plural, manifest)
+                                              namespace, plural, manifest, **extra)
         else:
             created = await asyncio.to_thread(self._custom.create_cluster_custom_object, GROUP, VERSION,
-                                              plural, manifest)
-        self.informers[plural].put(created)
+                                              plural, manifest, **extra)
+        if not dry_run:
+            self.informers[plural].put(created)
         return created
 
     async def patch(self, plural: str, obj: dict, body: dict, *, status: bool = False) -> dict:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import kopf
+from aifactory import preflight
 from aifactory.operator import rollover
 from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
 from aifactory.operator.config import config
@@ -324,6 +325,8 @@ async def _reconcile(body: Any, spec: Any, meta: Any, status: Any, uid: str, pat
     action = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
     observed_action = _acted.get(uid) or status.get("observedAction")
     phase = _known_phase(status)
+    if phase is None and (meta.get("annotations") or {}).get(DRY_RUN_ANNOTATION) == "true":
+        return await _dry_run(body, parsed, meta, status, patch, tenants)
     step = next_step(parsed, phase, action=action, observed_action=observed_action, old_spec=before)
     async with _locks[uid]:
         if step.kind == "start" and step.reason == "SpecChanged" and await rollover.start_on_change(
@@ -370,6 +373,37 @@ async def aiservice_update(body: Any, spec: Any, meta: Any, status: Any, uid: st
     starts, restarts or evicts it."""
     await _reconcile(body, spec, meta, status, uid, patch, tenant_by_namespace,
                      old_spec=(old or {}).get("spec") or spec)
+
+
+# Not under aifactory.io/: kopf keeps its own state there and ignores changes to those annotations.
+DRY_RUN_ANNOTATION = "lifecycle.aifactory.io/dry-run"
+
+
+async def _dry_run(body: Any, spec: AIServiceSpec, meta: Any, status: dict, patch: kopf.Patch, tenants: Any) -> None:
+    """The dry-run annotation on a service without a job: check it against its cluster and answer in
+    status.preflight; nothing is submitted until the annotation goes."""
+    try:
+        recipe = catalog.get(spec.recipe)
+        cluster = registry.get(spec.cluster)
+        request = preflight.request_for(meta["namespace"], meta["name"], spec, recipe, cluster.spec,
+                                        _tenant(tenants, meta["namespace"]))
+    except ClusterNotReady as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    except (RecipeNotFound, SpecError, ValidationError) as exc:
+        result = preflight.refused(str(exc))
+    else:
+        try:
+            result = await preflight.check(cluster, request)
+        except SlurmUnreachable as exc:
+            raise kopf.TemporaryError(f"Slurm unreachable, will retry the dry run: {exc}", delay=10) from exc
+    verdict = ("the job would run" + (f"; Slurm: {result.slurm_estimate}" if result.slurm_estimate else "")
+               if result.ok else "the job would not run: " + "; ".join(result.problems))
+    message = f"Dry run ({DRY_RUN_ANNOTATION}): nothing submitted; {verdict}"
+    check = Condition(type="Preflight", status="True" if result.ok else "False",
+                      reason="WouldRun" if result.ok else "WouldNotRun", message=verdict)
+    patch.status.update(_status(Phase.pending, "DryRun", message, meta, status, None, [check],
+                                preflight=result.wire()))
+    kopf.info(body, reason="DryRun", message=message)
 
 
 async def _stop(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch, step: Step) -> None:

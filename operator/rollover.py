@@ -230,7 +230,8 @@ async def _switch(body: Any, meta: Any, status: Any, patch: kopf.Patch, old: Slu
     conditions = [scheduled_condition(job), rollover.rolling_condition(None, "", None, message),
                   rollover.walltime_condition(job, spec, recipe, None, False, now)]
     # The gateway routes by the models a service serves: the new spec's job may serve others.
-    served = {"models": await svc._served_models(cluster, endpoint)} if endpoint and recipe and recipe.openai_api else {}
+    served = ({"models": await svc._served_models(cluster, endpoint)}
+              if endpoint and recipe and recipe.openai_api else {})
     patch.status.update(svc._status(
         Phase.running, "RolledOver", message, meta, dict(status), cluster, conditions, jobId=job.job_id,
         slurmState=seen.slurm_state, node=seen.node, endpoint=endpoint, pendingReason=None, expectedStart=None,

@@ -10,6 +10,7 @@ import httpx
 from aifactory.slurm.files import ClusterFiles
 from aifactory.slurm.jobs import JobRequest, SlurmJob
 from aifactory.slurm.nodes import SlurmNode
+from aifactory.slurm.partitions import SlurmPartition
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class SlurmBridge(Protocol):
     async def node_address(self, node: str) -> str: ...
 
     async def nodes(self) -> list[SlurmNode]: ...  # every node, in one request (read through a NodeCache)
+
+    async def partition(self, name: str | None) -> SlurmPartition: ...  # None: the default partition
+
+    # `sbatch --test-only` where the transport can run Slurm's commands (SSH); None where it cannot.
+    async def test_submit(self, request: JobRequest) -> str | None: ...
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None: ...
 

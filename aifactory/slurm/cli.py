@@ -21,6 +21,7 @@ import httpx
 from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.dialects import Dialect, dialect_for, errors_of
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
+from aifactory.slurm.partitions import SlurmPartition, from_scontrol, pick_partition
 from aifactory.slurm.files import ClusterFiles, SftpFiles
 from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob
 from aifactory.slurm.logs import LogReader, SshLogs
@@ -78,9 +79,20 @@ def script_with_environment(script: str, environment: dict[str, str]) -> str:
     return "".join(lines[:at] + exports + lines[at:])
 
 
-def submit_line(request: JobRequest) -> str:
-    """The command that submits a request; the script, environment included, goes on its stdin."""
-    return shlex.join(sbatch_argv(request))
+def submit_line(request: JobRequest, test_only: bool = False) -> str:
+    """The command that submits a request; the script, environment included, goes on its stdin.
+    test_only: `sbatch --test-only`, which checks the job and estimates its start without submitting it."""
+    return shlex.join(sbatch_argv(request) + (["--test-only"] if test_only else []))
+
+
+def parse_test_only(result: CommandResult) -> str:
+    """sbatch --test-only's estimate ("Job 12 to start at 2026-11-29T22:27:19 using 1 processors on nodes vm in
+    partition debug"), or Slurm's words for why the job would be refused."""
+    if result.exit_status == 0:
+        for line in (result.stderr + "\n" + result.stdout).splitlines():
+            if " to start at " in line:
+                return re.sub(r"^\w+: ", "", line.strip())
+    raise _command_error("sbatch --test-only", result)
 
 
 def parse_sbatch(result: CommandResult) -> str:
@@ -156,6 +168,19 @@ class CliBridge:
         script = script_with_environment(request.script, request.environment)
         # Never run twice: a second sbatch after a lost connection could be a second job.
         return parse_sbatch(await self._run(submit_line(request), input=script, once=True))
+
+    async def test_submit(self, request: JobRequest) -> str | None:
+        """Slurm's estimate of when the job would start, from `sbatch --test-only` (nothing is submitted)."""
+        script = script_with_environment(request.script, request.environment)
+        return parse_test_only(await self._run(submit_line(request, test_only=True), input=script))
+
+    async def partition(self, name: str | None) -> SlurmPartition:
+        """The partition (the cluster's default one when name is None), from `scontrol show partition`."""
+        result = await self._run(["scontrol", "show", "partition", *([name] if name else []), "--oneliner"])
+        if result.exit_status != 0:
+            raise _command_error("scontrol show partition", result)
+        found = [from_scontrol(line) for line in result.stdout.splitlines() if line.startswith("PartitionName=")]
+        return pick_partition(found, name)
 
     async def _squeue(self, job_id: str | None = None, tagged_only: bool = False) -> list[SlurmJob]:
         # --states=all: from 24.05.1 on squeue --json leaves finished jobs out even with --jobs (SchedMD ff14834caa).

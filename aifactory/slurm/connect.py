@@ -59,11 +59,15 @@ async def bridge_for(spec: SlurmClusterSpec, read_secret: SecretReader) -> Slurm
         return CliBridge(ssh, environment=spec.cli.environment, prefix=spec.cli.command_prefix or "",
                          api_version=spec.api_version, logs=logs, files=files)
     tokens = await token_source(spec, read_secret, ssh)
+    # Where the login node is reached over SSH, Slurm's commands serve what slurmrestd cannot (sbatch --test-only).
+    commands = CliBridge(ssh, environment=spec.cli.environment, prefix=spec.cli.command_prefix or "",
+                         api_version=spec.api_version, logs=logs, files=files) if ssh is not None else None
     if spec.transport is Transport.ssh_tunnel:
         assert ssh is not None and spec.ssh is not None
         socket = spec.ssh.slurmrestd_socket
         return RestBridge(SOCKET_URL if socket else spec.url or "", spec.user, tokens, api_version=spec.api_version,
-                          transport=ssh.http_transport(uds=socket), ssh=ssh, logs=logs, files=files)
+                          transport=ssh.http_transport(uds=socket), ssh=ssh, logs=logs, files=files,
+                          commands=commands)
     # rest: direct HTTP; an ssh block here only serves token minting, logs and the data plane.
     return RestBridge(spec.url or "", spec.user, tokens, api_version=spec.api_version, ssh=ssh, logs=logs,
-                      files=files)
+                      files=files, commands=commands)

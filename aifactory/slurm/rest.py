@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,8 +17,12 @@ from aifactory.slurm.files import ClusterFiles, LocalFiles, NoFiles, SftpFiles
 from aifactory.slurm.jobs import JobRequest, JobTags, SlurmJob
 from aifactory.slurm.logs import LocalLogs, LogReader, NoLogs
 from aifactory.slurm.nodes import SlurmNode
+from aifactory.slurm.partitions import SlurmPartition, from_rest, pick_partition
 from aifactory.slurm.ssh import SshConnection
 from aifactory.slurm.tokens import TokenSource
+
+if TYPE_CHECKING:
+    from aifactory.slurm.cli import CliBridge
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class RestBridge:
     def __init__(self, base_url: str, user: str, tokens: TokenSource, *, api_version: str | None = None,
                  local_logs: bool = False, timeout: float = 20.0, transport: httpx.AsyncBaseTransport | None = None,
                  ssh: SshConnection | None = None, logs: LogReader | None = None,
-                 files: ClusterFiles | None = None):
+                 files: ClusterFiles | None = None, commands: "CliBridge | None" = None):
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.tokens = tokens
@@ -58,6 +62,8 @@ class RestBridge:
         self.logs = logs
         # The cluster's shared storage (registries, metrics files), reached the way its logs are.
         self.files = files or (LocalFiles() if local_logs else SftpFiles(ssh) if ssh else NoFiles())
+        # Slurm's commands on the login node, where the cluster is reached over SSH too (sbatch --test-only).
+        self.commands = commands
         self.requests_sent = 0
         self._pinned = api_version
         self._dialect: Dialect | None = dialect_for(api_version) if api_version else None
@@ -202,6 +208,21 @@ class RestBridge:
         # No update_time: free memory and load change at every slurmd report, so nearly every answer would differ.
         dialect = await self.dialect()
         return dialect.nodes(await self._call("GET", self._path(dialect, "/nodes")) or {})
+
+    async def partition(self, name: str | None) -> SlurmPartition:
+        """The partition (the cluster's default one when name is None); Slurm's words when it has none such."""
+        dialect = await self.dialect()
+        answer = await self._call("GET", self._path(dialect, f"/partition/{name}" if name else "/partitions"))
+        found = [from_rest(raw) for raw in (answer or {}).get("partitions") or []]
+        errors = errors_of(answer or {})
+        if not found and errors:
+            raise SlurmError("; ".join(errors))
+        return pick_partition(found, name)
+
+    async def test_submit(self, request: JobRequest) -> str | None:
+        """`sbatch --test-only` on the login node when the cluster is reached over SSH; None otherwise (slurmrestd
+        has no way to test a job without submitting it)."""
+        return await self.commands.test_submit(request) if self.commands is not None else None
 
     async def log_tail(self, job: SlurmJob, lines: int) -> str | None:
         return await self.logs.tail(job, lines)

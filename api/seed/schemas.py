@@ -16,7 +16,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from aifactory.api.aiservices import visible_env
-from aifactory.models import AIServiceSpec, AIServiceStatus, Attempt, EnvMap, FailureInfo, Model, Phase, Recipe, Resources
+from aifactory.models import (
+    AIServiceSpec,
+    AIServiceStatus,
+    Attempt,
+    EnvMap,
+    FailureInfo,
+    Model,
+    Phase,
+    PreflightResult,
+    Recipe,
+    Resources,
+)
 
 
 @cache
@@ -52,6 +63,16 @@ class ServiceConfig(BaseModel):
     environment: EnvMap = Field(default_factory=dict, description=AIServiceSpec.model_fields["env"].description)
     resources: ServiceResources = Field(  # type: ignore[valid-type]
         default_factory=ServiceResources, description=AIServiceSpec.model_fields["resources"].description)
+    partition: str | None = Field(None, description=AIServiceSpec.model_fields["partition"].description)
+    account: str | None = Field(None, description=AIServiceSpec.model_fields["account"].description)
+    qos: str | None = Field(None, description=AIServiceSpec.model_fields["qos"].description)
+    cluster: str | None = Field(None, description=AIServiceSpec.model_fields["cluster"].description)
+
+    def spec_fields(self) -> dict:
+        """The spec fields beyond env and resources that the request sets."""
+        fields = (("partition", self.partition), ("account", self.account), ("qos", self.qos),
+                  ("cluster", self.cluster))
+        return {k: v for k, v in fields if v is not None}
 
 
 class ServiceRequest(BaseModel):
@@ -71,7 +92,9 @@ def _config_of(spec: dict) -> ServiceConfig:
     except ValidationError:
         # A resource written with kubectl may hold what the CRD allows but the model not; show it still.
         return ServiceConfig()
-    return ServiceConfig(environment=parsed.env, resources=ServiceResources(**parsed.resources.model_dump()))
+    return ServiceConfig(environment=parsed.env, resources=ServiceResources(**parsed.resources.model_dump()),
+                         partition=parsed.partition, account=parsed.account, qos=parsed.qos,
+                         cluster=parsed.cluster)
 
 
 def _status_of(obj: dict) -> AIServiceStatus:
@@ -158,6 +181,10 @@ class ServiceResponse(BaseModel):
                    message=_message(obj, status), pending_reason=status.pending_reason,
                    expected_start=status.expected_start,
                    last_failure=_wire_of(ServiceFailure, status.last_failure), restart_count=status.restart_count)
+
+
+PreflightResponse = python_names(PreflightResult)
+PreflightResponse.__doc__ = PreflightResult.__doc__
 
 
 class StopResponse(BaseModel):

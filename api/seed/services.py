@@ -11,6 +11,7 @@ from aifactory.api.deps import Caller, Management, StateDep, StoreDep
 from aifactory.api.seed.errors import AUTH, BAD_BODY, KUBE_DOWN, NOT_FOUND, SLURM_ERRORS
 from aifactory.api.seed.schemas import (
     LogsResponse,
+    PreflightResponse,
     ServiceRequest,
     ServiceResponse,
     ServiceStatusResponse,
@@ -42,12 +43,23 @@ _SERVICE_LIST = TypeAdapter(list[ServiceResponse])
 
 
 @router.post("", response_model=ServiceResponse, status_code=status.HTTP_201_CREATED, summary="Create Service",
-             responses={**BAD_BODY, **NOT_FOUND, **KUBE_DOWN})
-async def create_service(request: ServiceRequest, state: StateDep, store: StoreDep,
-                         caller: Caller) -> ServiceResponse:
+             responses={200: {"model": PreflightResponse, "description": "dry_run=true: whether the service "
+                              "would run, the job script and any problem in Slurm's words; nothing is created"},
+                        **BAD_BODY, **NOT_FOUND, **KUBE_DOWN, **SLURM_ERRORS})
+async def create_service(request: ServiceRequest, state: StateDep, store: StoreDep, caller: Caller,
+                         dry_run: Annotated[bool, Query(description="Check the request against Kubernetes and the "
+                                                        "Slurm cluster without creating anything")] = False
+                         ) -> ServiceResponse | Response:
     """Create and start a new service: an AIService that the operator runs as a Slurm job."""
-    created = await state.services.create(caller, request.recipe_name, env=request.config.environment,
-                                          resources=Resources(**request.config.resources.model_dump()))
+    config = request.config
+    resources = Resources(**config.resources.model_dump())
+    if dry_run:
+        answer = await state.services.preflight(caller, request.recipe_name, env=config.environment,
+                                                resources=resources, **config.spec_fields())
+        body = PreflightResponse.model_validate(answer.model_dump())
+        return Response(body.model_dump_json(), media_type="application/json", status_code=200)
+    created = await state.services.create(caller, request.recipe_name, env=config.environment,
+                                          resources=resources, **config.spec_fields())
     return ServiceResponse.of(created)
 
 

@@ -59,13 +59,14 @@ class MemoryStore(Store):
         meta["resourceVersion"] = str(next(_versions))
         return obj
 
-    async def create(self, plural: str, manifest: dict) -> dict:
+    async def create(self, plural: str, manifest: dict, *, dry_run: bool = False) -> dict:
         if self.fail_with:
             raise self.fail_with
         obj = self._stamp(copy.deepcopy(manifest))
         if self.informers[plural].named(obj["metadata"]["name"]) is not None:
             raise k8s.ApiException(status=409, reason="Conflict")
-        self.informers[plural].put(obj)
+        if not dry_run:
+            self.informers[plural].put(obj)
         return obj
 
     async def patch(self, plural: str, obj: dict, body: dict, *, status: bool = False) -> dict:

@@ -95,7 +95,8 @@ def test_service_response_of_a_new_resource_is_pending_with_its_config() -> None
     assert out["recipe_name"] == "inference/vllm" and out["status"] == "pending"
     assert out["created_at"] == "2026-01-02T03:04:05Z"
     assert out["config"] == {"environment": {"VLLM_MODEL": "gpt2"},
-                             "resources": {"cpu": 8, "memory": "32G", "gpu": None, "time_limit": 60, "nodes": None}}
+                             "resources": {"cpu": 8, "memory": "32G", "gpu": None, "time_limit": 60, "nodes": None},
+                             "partition": None, "account": None, "qos": None, "cluster": "default"}
     assert out["job_id"] is None and out["endpoint"] is None
 
 
