@@ -25,6 +25,11 @@ class JobPoller:
     """Keeps the last known state of every job of one cluster; handlers read it instead of asking Slurm."""
 
     CLOCK_MARGIN = 5
+    # Slurm's backfill scheduler re-estimates when queued jobs start (every bf_interval, 30 s by default) without
+    # marking any job changed: a list asked "since" never shows a new estimate (seen on 22.05: 304 while squeue's
+    # START_TIME moved). While a job is queued, the poll asks for the whole list at most this often instead; the
+    # number of requests stays one per interval.
+    QUEUE_REFRESH = 30.0
     HURRIED_INTERVAL = 0.5  # while a service starts: at most 2 requests a second per cluster, whatever N
     FORGET_AFTER = 3600.0  # s a job slurmctld no longer lists stays known (its service learns how it ended)
 
@@ -43,6 +48,7 @@ class JobPoller:
         self.polls = 0
         self._hurried = False
         self._listed = asyncio.Event()  # set once a full list of the cluster's jobs has come in
+        self._listed_at: float | None = None  # when the last whole list was asked for (monotonic)
         self._remembered: dict[str, float] = {}  # job id -> when a submit put it here (monotonic)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -112,13 +118,16 @@ class JobPoller:
         # Dialects without `last_update` (v0.0.38) get our own clock, a few seconds early against skew.
         asked_at = int(time.time()) - self.CLOCK_MARGIN
         started = self._clock()
-        answer = await self.bridge.jobs(since=self.last_update, tagged_only=True)
+        since = self._since(started)
+        answer = await self.bridge.jobs(since=since, tagged_only=True)
         self.polls += 1
         self.last_error = None
         self.last_success = time.time()
         if answer.jobs is not None:
             self._take(answer.jobs, started)
             self._listed.set()
+            if since is None:
+                self._listed_at = started
         self.last_update = answer.last_update or asked_at
 
     def _take(self, listed: list[SlurmJob], started: float) -> None:
@@ -142,6 +151,15 @@ class JobPoller:
         for job in seen.values():
             by_uid.setdefault(job.tags.uid, []).append(job.job_id)
         self._by_uid = by_uid
+
+    def _since(self, now: float) -> int | None:
+        """What to ask the jobs "since": nothing (the whole list) at first, and now and then while a job queues."""
+        if self.last_update is None:
+            return None
+        stale = self._listed_at is None or now - self._listed_at >= self.QUEUE_REFRESH
+        if stale and any(job.queued and not job.vanished for job in self.jobs.values()):
+            return None
+        return self.last_update
 
     def remember(self, job: SlurmJob) -> None:
         """A job this process just submitted (or looked up), known before the next poll lists it."""

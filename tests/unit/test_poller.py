@@ -161,3 +161,28 @@ async def test_looking_up_a_service_does_not_parse_every_comment(monkeypatch):
     for i in range(100):
         assert poller.job_for_service(f"u{i}").job_id == str(i)
     assert len(parsed) == 0
+
+async def test_while_a_job_queues_the_whole_list_is_asked_now_and_then_for_slurms_new_estimates():
+    queued = SlurmJob(job_id="3", state="PENDING", comment="aifactory uid=u1 stage=submitted")
+    estimated = SlurmJob(job_id="3", state="PENDING", start_time=1795988071, comment=queued.comment)
+    cluster = ScriptedCluster([JobsAnswer([queued], None), JobsAnswer(None, None), JobsAnswer([estimated], None),
+                               JobsAnswer(None, None)])
+    poller = JobPoller(cluster, interval=1)
+    poller.QUEUE_REFRESH = 0.05
+    await poller.poll_once()
+    await poller.poll_once()  # just listed: "since"
+    await asyncio.sleep(0.06)
+    await poller.poll_once()  # a job queues and the list is old: the whole list, with the new estimate
+    assert poller.job("3").expected_start == 1795988071
+    await poller.poll_once()
+    assert [since is None for since in cluster.asked] == [True, False, True, False]
+    assert poller.polls == 4  # one request per poll, as before
+
+
+async def test_without_queued_jobs_every_poll_asks_since():
+    cluster = ScriptedCluster([JobsAnswer([job("1")], None), JobsAnswer(None, None), JobsAnswer(None, None)])
+    poller = JobPoller(cluster, interval=1)
+    poller.QUEUE_REFRESH = 0
+    for _ in range(3):
+        await poller.poll_once()
+    assert cluster.asked[0] is None and all(isinstance(s, int) for s in cluster.asked[1:])
