@@ -52,7 +52,7 @@ def test_a_held_job_says_so_and_a_queued_one_says_when_it_should_start(stack, se
 
     # Released: queued behind the blocker until Slurm's backfill scheduler estimates when it starts.
     scontrol(stack, "release", job_id)
-    obj = stack.wait_for(name, lambda o: o["status"].get("expectedStart"), 90, what="an expected start")
+    obj = stack.wait_for(name, lambda o: o["status"].get("expectedStart"), 150, what="an expected start")
     expected = obj["status"]["expectedStart"]
     assert expected == squeue_start(stack, job_id) + "Z"  # Slurm's own estimate, as squeue shows it
     reason = obj["status"]["pendingReason"]
