@@ -254,6 +254,16 @@ class LocalSlurm:
         total = _mem_total_mb()
         return max(256, total - max(512, total // 20))
 
+    def _memory_enforcement(self) -> list[str]:
+        """Memory limits without cgroups, on the host's 22.05: slurmstepd reads /proc every 2 s and kills a step
+        over its --mem; the job ends FAILED (signal 9) and its output says "exceeded memory limit". The chroot
+        releases keep jobacct_gather/none: with it, their slurmctld died at start re-reading its config
+        ("AuthType change requires restart of all Slurm daemons")."""
+        if self.release.in_chroot:
+            return ["JobAcctGatherType=jobacct_gather/none"]
+        return ["JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherParams=OverMemoryKill",
+                "JobAcctGatherFrequency=task=2"]
+
     def render_conf(self) -> str:
         b = self.base_dir
         lines = [
@@ -284,11 +294,7 @@ class LocalSlurm:
             f"DefMemPerCPU={self.def_mem_per_cpu_mb}",
             "MpiDefault=none",
             "JobCompType=jobcomp/none",
-            # Memory enforcement without cgroups: slurmstepd reads /proc every 2 s and kills a step over its
-            # memory request; the job then ends OUT_OF_MEMORY, as with cgroups at a real site.
-            "JobAcctGatherType=jobacct_gather/linux",
-            "JobAcctGatherParams=OverMemoryKill",
-            "JobAcctGatherFrequency=task=2",
+            *self._memory_enforcement(),
             "AccountingStorageType=accounting_storage/none",
             *(["SwitchType=switch/none"] if self.release.switch_type else []),
             "ReturnToService=2",
