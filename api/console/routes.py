@@ -15,6 +15,7 @@ from aifactory.api.deps import Caller, Management, StateDep, StoreDep
 from aifactory.api.errors import BadRequest
 from aifactory.api.nodes import NodeView
 from aifactory.api.services import holds_job
+from aifactory.attempts import parse_attempts
 from aifactory.models import DNS_LABEL_PATTERN, MEMORY_PATTERN, Resources
 from aifactory.recipes import Catalog, RecipeNotFound
 
@@ -76,8 +77,24 @@ class Service(BaseModel):
     deleting: bool = False
 
 
+class AttemptView(BaseModel):
+    """One Slurm job of the service (status.attempts), in python names; its logs: .../logs?attempt=number."""
+
+    number: int
+    job_id: str
+    started_by: str | None = None
+    node: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    end_state: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
 class ServiceDetail(Service):
     conditions: list[Condition] = Field(default_factory=list)
+    attempts: list[AttemptView] = Field(default_factory=list, description="The newest jobs of the service, oldest "
+                                                                          "first.")
     settings: dict[str, str] = Field(default_factory=dict, description="The recipe's settings the service gives.")
     environment: dict[str, str] = Field(default_factory=dict, description="Other environment it sets (***: another "
                                                                           "tenant's).")
@@ -115,6 +132,7 @@ class ServiceCreate(BaseModel):
 class Logs(BaseModel):
     logs: str
     job_id: str | None = None
+    attempt: int | None = Field(None, description="Which of the service's jobs it is (1 = its first).")
 
 
 class Setting(BaseModel):
@@ -194,9 +212,12 @@ def service_detail(obj: dict, catalog: Catalog, owner: bool) -> ServiceDetail:
     conditions = [Condition(type=c.get("type", ""), status=c.get("status", ""), reason=c.get("reason", ""),
                             message=c.get("message", ""), last_transition_time=c.get("lastTransitionTime"))
                   for c in (obj.get("status") or {}).get("conditions") or []]
-    return ServiceDetail(**service_view(obj), conditions=conditions, settings=settings, environment=env,
-                         resources=spec.get("resources") or {}, cluster=spec.get("cluster") or "default",
-                         nodelist=spec.get("nodelist"), actions=actions(obj))
+    attempts = [AttemptView(**a.model_dump(include=set(AttemptView.model_fields)))
+                for a in parse_attempts((obj.get("status") or {}).get("attempts"))]
+    return ServiceDetail(**service_view(obj), conditions=conditions, attempts=attempts, settings=settings,
+                         environment=env, resources=spec.get("resources") or {},
+                         cluster=spec.get("cluster") or "default", nodelist=spec.get("nodelist"),
+                         actions=actions(obj))
 
 
 def actions(obj: dict) -> list[str]:
@@ -269,9 +290,11 @@ async def start_service(service: ServiceDep, state: StateDep, store: StoreDep, c
 
 @router.get("/services/{service_id}/logs", response_model=Logs, summary="Console: log tail")
 async def service_logs(service: ServiceDep, state: StateDep, caller: Caller,
-                       lines: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Logs:
-    tail = await state.services.logs(caller, service, lines)
-    return Logs(logs=tail.text, job_id=tail.job_id)
+                       lines: Annotated[int, Query(ge=1, le=10_000)] = 200,
+                       attempt: Annotated[int | None, Query(ge=1, description="The service's Nth job (its "
+                                                            "attempts) instead of its current one.")] = None) -> Logs:
+    tail = await state.services.logs(caller, service, lines, attempt)
+    return Logs(logs=tail.text, job_id=tail.job_id, attempt=tail.attempt)
 
 
 @router.get("/recipes", response_model=RecipeList, summary="Console: recipes and their settings")

@@ -123,3 +123,10 @@ def test_on_failure_restarts_twice_then_stays_failed_and_each_attempt_keeps_its_
         assert current["attempt"] == 3 and current["job_id"] == attempts[-1]["jobId"]
         missing = api.get(f"/api/v1/services/{name}/logs", params={"attempt": 9})
         assert missing.status_code == 404 and "kept: 1, 2, 3" in missing.json()["detail"]
+        # The console's log view reads the same attempts (its services are named by UID).
+        uid = stack.kubectl("get", "ais", name, "-o", "jsonpath={.metadata.uid}").stdout
+        detail = api.get(f"/ui/api/services/{uid}").json()
+        assert [(a["number"], a["job_id"]) for a in detail["attempts"]] == [(a["number"], a["jobId"])
+                                                                             for a in attempts]
+        first = api.get(f"/ui/api/services/{uid}/logs", params={"attempt": 1}).json()
+        assert first["attempt"] == 1 and f"attempt in job {attempts[0]['jobId']}" in first["logs"]

@@ -180,11 +180,16 @@ function renderService(id) {
   const conditions = h("div", {});
   const lines = h("select", { id: "lines" }, [50, 200, 1000].map((n) => h("option", { value: n }, n)));
   lines.value = "200";
+  // Whose logs: the current job (""), or one attempt (each Slurm job of the service keeps its own files).
+  const attempt = h("select", { id: "attempt" }, h("option", { value: "" }, "current job"));
+  const attempts = h("div", {});
   const logs = h("pre", { class: "logs", id: "logs", tabindex: "0", "aria-label": "Log tail" }, "");
   show("Service", summary, actions, status,
        h("h2", {}, "Conditions"), conditions,
+       h("h2", {}, "Attempts"), attempts,
        h("h2", {}, "Log tail"),
-       h("p", {}, h("label", { for: "lines" }, "Lines of each file "), lines, " ",
+       h("p", {}, h("label", { for: "attempt" }, "Job "), attempt, " ",
+         h("label", { for: "lines" }, "Lines of each file "), lines, " ",
          h("span", { class: "muted" }, "(stdout and stderr of the Slurm job, refreshed every 3 seconds)")),
        logs);
   const act = async (label, fn) => {
@@ -232,10 +237,27 @@ function renderService(id) {
           (t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, s.conditions.map((c) => h("tr", {}, h("td", {}, c.type), h("td", {}, c.status),
           h("td", {}, c.reason), h("td", {}, c.message), h("td", {}, when(c.last_transition_time))))))));
+    attempts.replaceChildren(s.attempts.length === 0 ? h("p", { class: "muted" }, "No Slurm job yet.") :
+      h("div", { class: "table" }, h("table", { id: "attempts" },
+        h("thead", {}, h("tr", {}, ["Attempt", "Slurm job", "Started by", "Node", "Start", "End", "End state",
+                                    "Exit code", "Reason"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, s.attempts.map((a) => h("tr", {}, [a.number, a.job_id, a.started_by, a.node,
+          when(a.start_time), when(a.end_time), a.end_state, a.exit_code, a.reason].map(
+          (v) => h("td", {}, v === null || v === undefined ? "" : String(v)))))))));
+    const options = s.attempts.map((a) => `${a.number}`).join(",");
+    if (attempt.dataset.options !== options) {
+      attempt.dataset.options = options;
+      const chosen = attempt.value;
+      attempt.replaceChildren(h("option", { value: "" }, "current job"),
+        ...s.attempts.slice().reverse().map((a) => h("option", { value: a.number },
+          `attempt ${a.number}: job ${a.job_id}${a.reason ? ` (${a.reason})` : ""}`)));
+      attempt.value = s.attempts.some((a) => `${a.number}` === chosen) ? chosen : "";
+    }
   });
   every(3000, async () => {
     try {
-      const tail = await api(`${path}/logs?lines=${lines.value}`);
+      const which = attempt.value ? `&attempt=${attempt.value}` : "";
+      const tail = await api(`${path}/logs?lines=${lines.value}${which}`);
       const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
       logs.textContent = tail.logs;
       if (atEnd) logs.scrollTop = logs.scrollHeight;

@@ -102,3 +102,17 @@ def test_stop_start_and_the_actions_that_apply(api):
     assert started.status_code == 200 and api.store.services.named("svc")["spec"]["stopped"] is False
     ended = api.store.add("ended", namespace="team-a", phase="failed")
     assert call(api, "GET", f"/ui/api/services/{ended['metadata']['uid']}").json()["actions"] == ["start", "delete"]
+
+
+def test_the_attempts_and_the_logs_of_one_attempt(api):
+    obj = api.store.add("tried", namespace="team-a", phase="running", jobId="12", attempts=[
+        {"number": 1, "jobId": "11", "startedBy": "Created", "endState": "FAILED", "exitCode": 3, "reason": "ExitCode"},
+        {"number": 2, "jobId": "12", "startedBy": "Restart"}])
+    uid = obj["metadata"]["uid"]
+    d = call(api, "GET", f"/ui/api/services/{uid}").json()
+    assert [(a["number"], a["job_id"], a["started_by"], a["exit_code"], a["reason"]) for a in d["attempts"]] == [
+        (1, "11", "Created", 3, "ExitCode"), (2, "12", "Restart", None, None)]
+    missing = call(api, "GET", f"/ui/api/services/{uid}/logs", params={"attempt": 9})
+    assert missing.status_code == 404 and missing.json()["detail"] == (
+        "Attempt 9 is not among the service's attempts (kept: 1, 2)")
+    assert call(api, "GET", f"/ui/api/services/{uid}/logs", params={"attempt": 0}).status_code == 422
