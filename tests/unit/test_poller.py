@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from aifactory.slurm.bridge import JobsAnswer
 from aifactory.slurm.jobs import SlurmJob
 from aifactory.slurm.poller import JobPoller
@@ -162,27 +164,65 @@ async def test_looking_up_a_service_does_not_parse_every_comment(monkeypatch):
         assert poller.job_for_service(f"u{i}").job_id == str(i)
     assert len(parsed) == 0
 
+
+class ListingCluster:
+    """Slurm as the poller sees it: the whole list when asked without "since", else nothing changed (304)."""
+
+    def __init__(self, listed):
+        self.listed = listed
+        self.asked: list[int | None] = []
+
+    async def jobs(self, since=None, **kw):
+        self.asked.append(since)
+        return JobsAnswer(None if since is not None else list(self.listed), None)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
 async def test_while_a_job_queues_the_whole_list_is_asked_now_and_then_for_slurms_new_estimates():
-    queued = SlurmJob(job_id="3", state="PENDING", comment="aifactory uid=u1 stage=submitted")
-    estimated = SlurmJob(job_id="3", state="PENDING", start_time=1795988071, comment=queued.comment)
-    cluster = ScriptedCluster([JobsAnswer([queued], None), JobsAnswer(None, None), JobsAnswer([estimated], None),
-                               JobsAnswer(None, None)])
-    poller = JobPoller(cluster, interval=1)
-    poller.QUEUE_REFRESH = 0.05
+    comment = "aifactory uid=u1 stage=submitted"
+    cluster = ListingCluster([SlurmJob(job_id="3", state="PENDING", comment=comment)])
+    clock = Clock()
+    poller = JobPoller(cluster, interval=2, clock=clock)
     await poller.poll_once()
+    clock.now += 2
     await poller.poll_once()  # just listed: "since"
-    await asyncio.sleep(0.06)
-    await poller.poll_once()  # a job queues and the list is old: the whole list, with the new estimate
+    # Slurm's backfill scheduler estimated a start without marking the job changed: only a whole list shows it.
+    cluster.listed = [SlurmJob(job_id="3", state="PENDING", start_time=1795988071, comment=comment)]
+    clock.now += poller.QUEUE_REFRESH
+    await poller.poll_once()
     assert poller.job("3").expected_start == 1795988071
+    clock.now += 2
     await poller.poll_once()
     assert [since is None for since in cluster.asked] == [True, False, True, False]
     assert poller.polls == 4  # one request per poll, as before
 
 
+@pytest.mark.parametrize("n", [1, 200])
+async def test_with_n_queued_jobs_still_one_request_per_poll_and_a_whole_list_every_30s_whatever_n(n):
+    """B3's expectation: the requests per poll interval stay flat in N while services queue."""
+    cluster = ListingCluster([SlurmJob(job_id=str(i), state="PENDING", comment=f"aifactory uid=u{i} stage=submitted")
+                              for i in range(1, n + 1)])
+    clock = Clock()
+    poller = JobPoller(cluster, interval=2, clock=clock)
+    for _ in range(60):  # two minutes of polls every 2 s
+        await poller.poll_once()
+        clock.now += 2
+    assert len(cluster.asked) == poller.polls == 60
+    assert sum(since is None for since in cluster.asked) == 4  # at 0, 30, 60 and 90 s
+
+
 async def test_without_queued_jobs_every_poll_asks_since():
-    cluster = ScriptedCluster([JobsAnswer([job("1")], None), JobsAnswer(None, None), JobsAnswer(None, None)])
-    poller = JobPoller(cluster, interval=1)
-    poller.QUEUE_REFRESH = 0
+    cluster = ListingCluster([job("1")])
+    clock = Clock()
+    poller = JobPoller(cluster, interval=1, clock=clock)
     for _ in range(3):
         await poller.poll_once()
+        clock.now += poller.QUEUE_REFRESH
     assert cluster.asked[0] is None and all(isinstance(s, int) for s in cluster.asked[1:])
