@@ -138,20 +138,29 @@ def test_deleting_a_pending_service_cancels_its_queued_job(stack, slurm_release,
     assert s.state(status["jobId"]) == "CANCELLED"
 
 
-@pytest.mark.slurm_cases(["transport"], [pytest.param("24.11", "rest", id="to-slurm-24.11")])
+@pytest.mark.slurm_cases(["transport", "strategy"], [
+    pytest.param("24.11", "rest", "Rollover", id="to-slurm-24.11"),
+    pytest.param("24.11", "rest", "Replace", id="to-slurm-24.11-replace")])
 def test_moving_a_service_to_another_cluster_cancels_its_job_on_the_old_one(stack, slurm_release, services,
-                                                                            unique_name, transport):
-    # The old job is cancelled where it runs (the old spec's cluster), not under the same id on the new one.
-    name = services(unique_name("move"), "testing/openai-echo")
+                                                                            unique_name, transport, strategy):
+    # The old job is cancelled where it runs (the old spec's cluster), not under the same id on the new one: before
+    # the new job on a replace, after the new job is healthy and its short drain is over on a rollover.
+    name = services(unique_name("move"), "testing/openai-echo", updateStrategy=strategy,
+                    rollover={"drainSeconds": 5})
     old = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running", 120,
                          what="running on the default cluster")["status"]
-    stack.kubectl("patch", "ais", name, "--type=merge", "-p",
-                  json.dumps({"spec": {"cluster": slurm_release.clusters[transport]}}))
+    cluster = slurm_release.clusters[transport]
+    stack.kubectl("patch", "ais", name, "--type=merge", "-p", json.dumps({"spec": {"cluster": cluster}}))
     new = stack.wait_for(name, lambda o: o.get("status", {}).get("phase") == "running"
-                         and o["status"].get("node") == slurm_release.slurm.node_name, 120,
-                         what="running on the other cluster")["status"]
+                         and o["status"].get("node") == slurm_release.slurm.node_name
+                         and not o["status"].get("draining"), 120,
+                         what="running on the other cluster, the old job no longer draining")["status"]
     assert stack.slurm_job(old["jobId"])["job_state"] in ("CANCELLED", "COMPLETING")
     assert slurm_release.state(new["jobId"]) == "RUNNING"
+    replaced, current = new["attempts"][-2:]
+    assert (replaced["jobId"], replaced["cluster"], replaced["reason"]) == (
+        old["jobId"], "default", "RolledOver" if strategy == "Rollover" else "Replaced")
+    assert (current["jobId"], current["cluster"], current["startedBy"]) == (new["jobId"], cluster, "SpecChanged")
 
 
 def test_a_service_whose_cluster_is_gone_can_still_be_deleted(stack, services, unique_name):
