@@ -19,6 +19,7 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from aifactory.operator import main as _registered  # noqa: F401  (registers the handlers)
+    from aifactory.operator.config import config
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -27,7 +28,8 @@ def _operator(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietTimers())
-    namespaces = args.namespace or []
+    # --namespace, else AIFACTORY_WATCH_NAMESPACES; the login sizes its connection pool by it.
+    namespaces = config.watch_namespaces = args.namespace or config.watch_namespaces
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
