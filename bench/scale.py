@@ -24,10 +24,11 @@ QUIET_SHARE = 0.05  # of one core
 QUIET_WINDOWS = 2  # of 1 s each
 
 
-def _list_latency(api_url: str, requests: int) -> tuple[dict, int, int]:
+def _list_latency(api_url: str, api_key: str | None, requests: int) -> tuple[dict, int, int]:
     """GET /api/v1/services `requests` times, one after the other: timings, items and bytes of the last answer."""
     times = []
-    with httpx.Client(base_url=api_url, timeout=30, trust_env=False) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=api_url, timeout=30, trust_env=False, headers=headers) as client:
         for _ in range(3):  # warm-up: connection, first serialization
             client.get("/api/v1/services").raise_for_status()
         for _ in range(requests):
@@ -131,7 +132,7 @@ def run(fleet: Fleet) -> Benchmark:
     if why_not is None:
         say(f"B4: GET /api/v1/services x{sizes.list_requests}")
         try:
-            lat, items, size = _list_latency(ctx.access.api_url, sizes.list_requests)
+            lat, items, size = _list_latency(ctx.access.api_url, ctx.access.api_key, sizes.list_requests)
         except httpx.HTTPError as exc:
             why_not = f"GET /api/v1/services failed: {exc}"
         else:
@@ -158,8 +159,8 @@ def run(fleet: Fleet) -> Benchmark:
             settled.met = False
             settled.raw = f"not settled within {sizes.settle_timeout:g} s; " + raw
         b4.figures.append(settled)
-        b4.figures.append(Figure("operator resident memory after the restart", settle["rss_mb_after"], "MB",
-                                 f"VmRSS of pid {settle['restarted_pid']} once settled"))
+        b4.figures.append(Figure.checked("operator resident memory after the restart", settle["rss_mb_after"], "MB",
+                                         f"VmRSS of pid {settle['restarted_pid']} once settled", "<=", 300))
     return b4
 
 
