@@ -329,6 +329,16 @@ def next_step(spec: AIServiceSpec, phase: Phase | None, *, action: str | None = 
     return NOTHING
 
 
+def starts_at_creation(spec: AIServiceSpec, annotations: dict[str, str] | None) -> bool:
+    """Whether a service that was just created, and that no handler has seen yet, is submitted at once (at its
+    creation event, before kopf's first round trip). Only a plain new service is: one carrying any aifactory
+    annotation (an action, a dry run, or kopf's own state copied from another object) is left to the create
+    handler, which reads them all."""
+    if any("aifactory.io/" in key for key in annotations or {}):
+        return False
+    return next_step(spec, None).starts
+
+
 def last_use_resolution(idle_timeout_minutes: int | None) -> float:
     """How late the recorded last use of a service may be: the gateway writes it at most once a minute per
     service, or every quarter of the idle timeout when that is shorter (but not more often than every 5 s)."""

@@ -6,10 +6,12 @@ The decisions are made by aifactory.lifecycle; these handlers only read, call an
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +53,7 @@ from aifactory.lifecycle import (
     observe,
     rfc3339,
     scheduled_condition,
+    starts_at_creation,
     startup_overdue,
 )
 from aifactory.models import (
@@ -245,6 +248,18 @@ async def _submit(spec: Any, meta: Any, uid: str, tenants: Any = None,
     return Submitted(job_id, verb, cluster, parsed.cluster)
 
 
+def _submitted_status(done: Submitted, meta: Any, status: dict, why: str,
+                      step: Step | None = None) -> tuple[str, dict[str, Any]]:
+    """The event message and the status of a service whose job was just submitted or adopted, as a new attempt."""
+    message = f"{done.verb} Slurm job {done.job_id} on cluster {done.cluster_name}"
+    if step is not None and step.message:
+        message = f"{step.message}: {message}"
+    attempts = started(parse_attempts(status.get("attempts")), done.job_id, done.cluster_name, why)
+    return message, _status(Phase.pending, done.verb, message, meta, status, done.cluster, jobId=done.job_id,
+                            slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
+                            expectedStart=None, nextAttemptTime=None, attempts=_attempts_wire(attempts))
+
+
 async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch: kopf.Patch,
                  tenants: Any = None, why: str = "Created", step: Step | None = None) -> None:
     """Submit the service's job (or adopt the live one a submit before a restart left), as a new attempt."""
@@ -260,14 +275,101 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
             patch.status.update(_status(Phase.pending, exc.reason, exc.message, meta, status))
             raise kopf.TemporaryError(exc.message, delay=exc.delay) from exc
         return _fail(body, patch, meta, status, exc.reason, exc.message)
-    message = f"{done.verb} Slurm job {done.job_id} on cluster {done.cluster_name}"
-    if step is not None and step.message:
-        message = f"{step.message}: {message}"
-    attempts = started(parse_attempts(status.get("attempts")), done.job_id, done.cluster_name, why)
-    patch.status.update(_status(Phase.pending, done.verb, message, meta, status, done.cluster, jobId=done.job_id,
-                                slurmState="PENDING", node=None, endpoint=None, pendingReason=None,
-                                expectedStart=None, nextAttemptTime=None, attempts=_attempts_wire(attempts)))
+    message, fields = _submitted_status(done, meta, status, why, step)
+    patch.status.update(fields)
     kopf.info(body, reason=step.reason if step is not None and step.message else done.verb, message=message)
+
+
+# ---- the submit at a new service's creation event ---------------------------------------------------------------
+# kopf's first round trip on a new object only adds its finalizer; its create handler runs on the event that
+# brings it back, and writes the status after a patch of its own annotations. A plain new service
+# (lifecycle.starts_at_creation) need wait for neither: its job is submitted at the creation event and its job id
+# written into the status at once (kopf adds the finalizer on the next event). The create handler then takes that
+# job over (_take_early), or cancels it if the spec changed meanwhile; a service deleted before any handler ran
+# has it cancelled at its deletion event.
+
+# By UID, until a handler takes it over: the job submitted at the creation event, the spec it was made for and
+# the status written with it.
+_early: dict[str, tuple[Submitted, dict, dict]] = {}
+
+
+@functools.cache
+def _custom_objects() -> k8s.CustomObjectsApi:
+    """One client, so one pool of kept-alive connections (a new client would open a TLS connection per write)."""
+    return k8s.CustomObjectsApi()
+
+
+def _created_or_deleted(type: str, meta: Any, status: Any, **_: Any) -> bool:
+    if type == "DELETED":
+        return True
+    return type == "ADDED" and not status and not meta.get("finalizers") and not meta.get("deletionTimestamp")
+
+
+@kopf.on.event(*RESOURCE, when=_created_or_deleted)
+async def aiservice_arrived_or_gone(type: str, body: Any, spec: Any, meta: Any, uid: str,
+                                    tenant_by_namespace: kopf.Index, **_) -> None:
+    """A new service: submit its job now. A service gone: cancel a job submitted for it that no handler took."""
+    if type == "DELETED":
+        await _drop_early(uid, f"AIService {meta['namespace']}/{meta['name']} was deleted before its job was recorded")
+        return
+    # A copy: kopf's spec is a view of the object's body, which the object's later events replace.
+    made_for = copy.deepcopy(dict(spec))
+    try:
+        if uid in _early or not starts_at_creation(AIServiceSpec.model_validate(made_for), meta.get("annotations")):
+            return
+        done = await _submit(made_for, meta, uid, tenant_by_namespace)
+    except (ValidationError, NotSubmitted):
+        return  # the create handler tries again, and says why in the status
+    message, fields = _submitted_status(done, meta, {}, "Created")
+    _early[uid] = (done, made_for, fields)
+    namespace, name = meta["namespace"], meta["name"]
+
+    def write() -> None:
+        _custom_objects().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "aiservices", name,
+                                                                {"status": fields})
+    try:
+        await asyncio.to_thread(write)
+    except Exception as exc:  # noqa: BLE001  (the create handler writes the same status a moment later)
+        words = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
+        log.info("could not write job %s into the status of %s/%s yet: %s", done.job_id, namespace, name, words)
+    kopf.info(body, reason=done.verb, message=message)
+
+
+async def _take_early(uid: str, spec: Any, status: Any, patch: kopf.Patch) -> dict:
+    """The status a new service is reconciled from: with the job submitted at its creation event when that was
+    made for this spec (its status written again should the early write have failed), else without it, that job
+    cancelled (the spec changed meanwhile: a new job, or none if it is stopped now)."""
+    status = dict(status)
+    done, early_spec, fields = _early.pop(uid, (None, None, None))
+    if done is None:
+        return status
+    if early_spec == dict(spec):
+        if status.get("jobId") != done.job_id:
+            patch.status.update(fields)
+            status.update(fields)
+        return status
+    await _cancel_early(done, "its spec changed before the job was recorded")
+    patch.status.update(jobId=None, slurmState=None)
+    return {}
+
+
+async def _drop_early(uid: str, why: str) -> None:
+    """Cancel the job submitted at the creation event of a service that went before any handler took it over."""
+    done, _spec, _fields = _early.pop(uid, (None, None, None))
+    if done is not None:
+        await _cancel_early(done, why)
+
+
+async def _cancel_early(done: Submitted, why: str) -> None:
+    log.warning("cancelling Slurm job %s: %s", done.job_id, why)
+    try:
+        await done.cluster.bridge.cancel(done.job_id)
+    except SlurmError as exc:
+        log.warning("could not cancel job %s: %s", done.job_id, exc)
+        return
+    job = done.cluster.poller.job(done.job_id)
+    if job is not None:  # not to be adopted before the next poll says it ended
+        done.cluster.poller.remember(replace(job, state="CANCELLED"))
 
 
 def _known_phase(status: Any) -> Phase | None:
@@ -362,6 +464,7 @@ async def aiservice_create(body: Any, spec: Any, meta: Any, status: Any, uid: st
                            tenant_by_namespace: kopf.Index, **_) -> None:
     # A service that has its job (or has ended, or waits to be restarted) is followed by the timer; a new one
     # is started, unless created stopped.
+    status = await _take_early(uid, spec, status, patch)
     await _reconcile(body, spec, meta, status, uid, patch, tenant_by_namespace)
 
 

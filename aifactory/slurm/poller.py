@@ -170,7 +170,8 @@ class JobPoller:
 
     async def listed(self, timeout: float) -> None:
         """Wait until the cache holds a full list of the cluster's jobs (the first poll after start-up)."""
-        await asyncio.wait_for(self._listed.wait(), timeout)
+        if not self._listed.is_set():  # once it has, no detour through the event loop (a submit waits on it)
+            await asyncio.wait_for(self._listed.wait(), timeout)
 
     def job(self, job_id: str) -> SlurmJob | None:
         return self.jobs.get(job_id)

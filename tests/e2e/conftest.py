@@ -90,6 +90,12 @@ class Stack:
         jobs = response.json().get("jobs") or []
         return jobs[0] if jobs else None
 
+    def slurm_jobs_tagged(self, uid: str) -> list[dict]:
+        """Every job the default cluster's slurmctld knows whose comment carries this AIService UID."""
+        response = httpx.get(f"{self.slurm.url}/slurm/v0.0.38/jobs", timeout=20,
+                             headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": self.token})
+        return [j for j in response.json().get("jobs") or [] if f"uid={uid}" in (j.get("comment") or "")]
+
     def slurm_cpus(self) -> int:
         return os.cpu_count() or 1
 

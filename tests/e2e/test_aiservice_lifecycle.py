@@ -194,3 +194,63 @@ def test_a_readiness_timeout_says_why_in_a_bounded_message(stack, services, serv
     assert len(final["message"]) <= 2048
     tail = final["lastFailure"]["logTail"]
     assert "xxxxxxxx" in tail and len(tail) <= 4096
+
+
+# ---- the submit at the creation event: a job submitted before kopf's finalizer is on the object ----------------
+
+def _custom_objects(stack):
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    # The Python client, not kubectl: its calls follow each other within milliseconds.
+    return k8s.CustomObjectsApi(k8s_config.new_client_from_config(config_file=str(stack.kube.kubeconfig)))
+
+
+def _live_jobs(stack, uid: str) -> list[tuple[str, str]]:
+    return [(str(j["job_id"]), j["job_state"]) for j in stack.slurm_jobs_tagged(uid)
+            if j["job_state"] not in ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT")]
+
+
+def test_services_deleted_as_soon_as_made_leave_no_job_behind(stack, unique_name):
+    # The job is submitted at the creation event, before the finalizer is on the object: a service deleted within
+    # milliseconds is gone before any handler could record its job. That job is cancelled at the deletion event.
+    api = _custom_objects(stack)
+    uids = []
+    for i in range(4):
+        name = unique_name("blink")
+        made = api.create_namespaced_custom_object("aifactory.io", "v1alpha1", "default", "aiservices",
+                                                   stack.manifest(name, "testing/openai-echo"))
+        uids.append(made["metadata"]["uid"])
+        time.sleep(0.005 * i)
+        api.delete_namespaced_custom_object("aifactory.io", "v1alpha1", "default", "aiservices", name)
+        stack.wait_gone(name, 60)
+    time.sleep(3)
+    assert any(stack.slurm_jobs_tagged(uid) for uid in uids), "no job was submitted: the test shows nothing"
+    deadline = time.monotonic() + 30
+    while (left := [job for uid in uids for job in _live_jobs(stack, uid)]) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not left, f"jobs of deleted services left in Slurm: {left}"
+
+
+def test_a_spec_changed_right_after_creation_runs_one_job_of_the_new_spec(stack, unique_name):
+    # The job submitted at the creation event was made for the first spec; the create handler may see the
+    # second one already: it must not take that job over.
+    api = _custom_objects(stack)
+    name = unique_name("respec")
+    made = api.create_namespaced_custom_object(
+        "aifactory.io", "v1alpha1", "default", "aiservices",
+        stack.manifest(name, "testing/openai-echo", resources={"timeLimit": 29}))
+    try:
+        api.patch_namespaced_custom_object("aifactory.io", "v1alpha1", "default", "aiservices", name,
+                                           {"spec": {"resources": {"timeLimit": 31}}})
+        uid = made["metadata"]["uid"]
+        status = stack.wait_for(name, lambda o: (o.get("status") or {}).get("phase") == "running", 240,
+                                what="running")["status"]
+        deadline = time.monotonic() + 30  # a replaced job may take a moment to be cancelled
+        while len(live := _live_jobs(stack, uid)) > 1 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert [job_id for job_id, _ in live] == [status["jobId"]], live
+        assert stack.slurm_job(status["jobId"])["time_limit"] == 31
+    finally:
+        api.delete_namespaced_custom_object("aifactory.io", "v1alpha1", "default", "aiservices", name)
+        stack.wait_gone(name, 60)

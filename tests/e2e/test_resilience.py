@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 import yaml
 
@@ -31,13 +30,6 @@ def phase(obj: dict | None) -> str | None:
 
 def condition(obj: dict | None, kind: str) -> dict:
     return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions") or []}.get(kind, {})
-
-
-def slurm_jobs_of(stack, uid: str) -> list[dict]:
-    """Every job slurmctld knows whose comment carries this UID, straight from the real slurmrestd."""
-    answer = httpx.get(f"{stack.slurm.url}/slurm/v0.0.38/jobs", timeout=20,
-                       headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": stack.token}).json()
-    return [j for j in answer.get("jobs") or [] if f"uid={uid}" in (j.get("comment") or "")]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_operator_killed_between_submit_and_status_update_adopts_the_one_job(sta
 
     uid = stack.get(name)["metadata"]["uid"]
     running = stack.wait_for(name, lambda o: phase(o) == "running", 300, what="running after the restart")
-    jobs = slurm_jobs_of(stack, uid)
+    jobs = stack.slurm_jobs_tagged(uid)
     assert len(jobs) == 1, [(j["job_id"], j["job_state"], j["comment"]) for j in jobs]
     assert running["status"]["jobId"] == str(jobs[0]["job_id"])
     assert jobs[0]["job_state"] == "RUNNING"
@@ -112,7 +104,7 @@ def test_an_ambiguous_submit_is_adopted_from_slurms_answer_not_repeated(stack, p
     status = stack.wait_for(name, lambda o: (o.get("status") or {}).get("jobId"), 120, what="a job id")["status"]
     assert proxy.gateway_timeouts == 0, "the submit never went through the proxy"
     uid = stack.get(name)["metadata"]["uid"]
-    jobs = slurm_jobs_of(stack, uid)
+    jobs = stack.slurm_jobs_tagged(uid)
     assert [str(j["job_id"]) for j in jobs] == [status["jobId"]], \
         [(j["job_id"], j["job_state"], j["comment"]) for j in jobs]
 

@@ -203,6 +203,7 @@ from aifactory.lifecycle import (
     idle_step,
     last_use_resolution,
     next_step,
+    starts_at_creation,
 )
 
 RUNNING_SPEC = AIServiceSpec(recipe="x/y")
@@ -212,6 +213,17 @@ def test_a_new_service_starts_unless_created_stopped():
     assert next_step(RUNNING_SPEC, None).kind == "start"
     assert next_step(AIServiceSpec(recipe="x/y", stopped=True), None).kind == "stop"
     assert next_step(AIServiceSpec(recipe="x/y", stopped=True, on_demand=True), None).kind == "stop"
+
+
+def test_only_a_plain_new_service_is_submitted_at_its_creation_event():
+    assert starts_at_creation(RUNNING_SPEC, None)
+    assert starts_at_creation(RUNNING_SPEC, {"example.org/owner": "team-a"})
+    assert not starts_at_creation(AIServiceSpec(recipe="x/y", stopped=True), None)
+    assert not starts_at_creation(AIServiceSpec(recipe="x/y", stopped=True, on_demand=True), {})
+    # An action, a dry run or kopf's own state (an object copied with its annotations): the create handler decides.
+    assert not starts_at_creation(RUNNING_SPEC, {"lifecycle.aifactory.io/action": action_value("start")})
+    assert not starts_at_creation(RUNNING_SPEC, {"lifecycle.aifactory.io/dry-run": "true"})
+    assert not starts_at_creation(RUNNING_SPEC, {"aifactory.io/last-handled-configuration": "{}"})
 
 
 def test_stopping_by_spec_cancels_a_live_job_and_starting_again_makes_a_new_one():
