@@ -390,7 +390,9 @@ _acted: dict[str, str] = {}
 # kopf runs a service's timer beside its event handlers, not after them: a lock per service keeps them apart, and a
 # fence (the phase and job a start or stop wrote) makes the timer skip ticks whose status snapshot predates it.
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-_fences: dict[str, tuple[str | None, str | None, str | None]] = {}
+_fences: dict[str, tuple[tuple[str | None, str | None, str | None], float]] = {}
+# A fence whose status never shows (a lost patch) must not freeze the service for good.
+FENCE_SECONDS = 60.0
 
 
 def _successor_id(status: Any) -> str | None:
@@ -400,8 +402,8 @@ def _successor_id(status: Any) -> str | None:
 def _fence(uid: str, status: dict, patch: kopf.Patch) -> None:
     written = patch.status or {}
     successor = written["successor"] if "successor" in written else status.get("successor")
-    _fences[uid] = (written.get("phase", status.get("phase")), written.get("jobId", status.get("jobId")),
-                    (successor or {}).get("jobId"))
+    _fences[uid] = ((written.get("phase", status.get("phase")), written.get("jobId", status.get("jobId")),
+                     (successor or {}).get("jobId")), time.monotonic() + FENCE_SECONDS)
 
 
 def _fenced(uid: str, status: Any) -> bool:
@@ -409,7 +411,8 @@ def _fenced(uid: str, status: Any) -> bool:
     fence = _fences.get(uid)
     if fence is None:
         return False
-    if (status.get("phase"), status.get("jobId"), _successor_id(status)) != fence:
+    written, until = fence
+    if (status.get("phase"), status.get("jobId"), _successor_id(status)) != written and time.monotonic() < until:
         return True
     del _fences[uid]
     return False
@@ -581,6 +584,9 @@ async def aiservice_observe(body: Any, spec: Any, meta: Any, status: Any, uid: s
     async with _locks[uid]:
         if not _fenced(uid, status):
             await _observe(body, spec, meta, status, uid, patch, tenant_by_namespace)
+            if (patch.status or {}).get("phase", status.get("phase")) != status.get("phase"):
+                # A new phase (an ended job above all): the next ticks may still be handed the old status.
+                _fence(uid, dict(status), patch)
 
 
 def _job_cluster(spec: Any, status: Any) -> str:
