@@ -538,6 +538,20 @@ class LocalSlurm:
             time.sleep(0.5)
         progress(f"slurmrestd: answering at {self.url}")
 
+    def _forget_another_clusters_state(self, progress: Progress) -> None:
+        """Set aside saved state of another cluster name (this folder used with another port offset): slurmctld
+        would refuse to start with it ("CLUSTER NAME MISMATCH"), even with -c, and its jobs are not this one's."""
+        state = self.base_dir / "state"
+        saved = state / "clustername"
+        if self._owned(self._ctld, "slurmctld") or not saved.exists():
+            return
+        name = saved.read_text().strip()
+        if name == self.cluster_name:
+            return
+        progress(f"slurmctld: the saved state is cluster {name}'s, not {self.cluster_name}'s; starting afresh")
+        shutil.rmtree(state)
+        state.mkdir(mode=0o700)
+
     def _start_controller_and_node(self, progress: Progress) -> None:
         # slurmctld has been seen (once, not reproducibly) to die while recovering its saved state at start-up
         # ("fatal: read_slurm_conf ..."). Try again; then, as a last resort for a local stack, start it with a
@@ -565,6 +579,7 @@ class LocalSlurm:
         if self.chroot is not None:
             self.chroot.up()
         self._ensure_munge(progress)
+        self._forget_another_clusters_state(progress)
         self._start_controller_and_node(progress)
         plugins = ["-s", self.release.rest_plugins] if self.release.rest_plugins else []
         rest_args = ["-f", str(self.conf_path), "-a", "rest_auth/jwt", *plugins, f"{self.rest_host}:{self.rest_port}"]

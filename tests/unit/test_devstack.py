@@ -27,3 +27,24 @@ def test_leftovers_are_the_processes_of_this_stack_only_not_of_a_stack_whose_fol
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_saved_state_of_another_cluster_name_is_set_aside_before_slurmctld_starts(tmp_path, monkeypatch):
+    # The same folder used with another port offset held the state of another cluster name, and slurmctld refused
+    # to start ("CLUSTER NAME MISMATCH"), even with -c.
+    from aifactory.devstack.slurm import LocalSlurm
+
+    monkeypatch.setenv("AIFACTORY_DEV_DIR", str(tmp_path))
+    slurm = LocalSlurm("22.05", base_dir=tmp_path / "slurm")
+    state = tmp_path / "slurm" / "state"
+    state.mkdir(parents=True)
+    (state / "clustername").write_text("aifactory600\n")
+    (state / "job_state").write_text("jobs of the other cluster")
+    said = []
+    slurm._forget_another_clusters_state(said.append)
+    assert not (state / "job_state").exists() and not (state / "clustername").exists()
+    assert state.is_dir() and any("aifactory600" in line for line in said)
+    (state / "clustername").write_text(slurm.cluster_name + "\n")
+    (state / "job_state").write_text("our jobs")
+    slurm._forget_another_clusters_state(said.append)
+    assert (state / "job_state").read_text() == "our jobs"  # this cluster's own state is kept
