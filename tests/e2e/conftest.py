@@ -334,6 +334,16 @@ def slurm_release(request, stack) -> SlurmUnderTest:
             devstack.down_release(release)
 
 
+@pytest.fixture(scope="module")
+def login_node(stack, tmp_path_factory):
+    """A login node of the local Slurm for one test module: a real sshd on loopback, as the stack's user."""
+    port = free_port()
+    sshd = LocalSshd(port=port, base_dir=tmp_path_factory.mktemp("sshd"), name=f"sshd-login-{port}")
+    sshd.up()
+    yield sshd
+    assert sshd.down(), "the test's sshd was not running at the end"
+
+
 @pytest.fixture
 def unique_name():
     def make(prefix: str) -> str:

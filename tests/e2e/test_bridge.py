@@ -23,6 +23,7 @@ from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, JobTags
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.tokens import StaticToken
+from tests.e2e.test_ssh_transports import until
 
 # Values that would be shell syntax if they were ever spliced into a command line.
 TRICKY = "a b 'c' \"d\" $(touch /tmp/aifactory-pwned) `id` ; | & \\ *\nsecond line\n"
@@ -50,17 +51,6 @@ def job_request(s, tag: str, script: str, **over) -> JobRequest:
         working_directory=workdir, standard_output=f"{workdir}/aifactory-%j.out",
         standard_error=f"{workdir}/aifactory-%j.err", comment=JobTags(uid=tag, stage="submitted").render(),
         cpus_per_task=1, memory_per_node_mb=100, time_limit_minutes=5, **over)
-
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def transports():

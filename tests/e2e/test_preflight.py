@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 
-from aifactory.devstack.sshd import LocalSshd, free_port
 
 ECHO = "testing/openai-echo"
 DRY_RUN = "lifecycle.aifactory.io/dry-run"
@@ -108,15 +106,6 @@ def test_the_dry_run_annotation_is_answered_in_status_and_submits_nothing_until_
             stack.kubectl("delete", "ais", name, "--wait=false", "--ignore-not-found", check=False)
         for name in (bad, good):
             stack.wait_gone(name, 60)
-
-
-@pytest.fixture(scope="module")
-def login_node(stack, tmp_path_factory):
-    port = free_port()
-    sshd = LocalSshd(port=port, base_dir=tmp_path_factory.mktemp("sshd"), name=f"sshd-preflight-{port}")
-    sshd.up()
-    yield sshd
-    assert sshd.down(), "the test's sshd was not running at the end"
 
 
 def test_over_ssh_sbatch_test_only_gives_slurms_start_estimate(stack, login_node, unique_name):

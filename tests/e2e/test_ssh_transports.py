@@ -19,21 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aifactory.devstack.sshd import LocalSshd, free_port
+from aifactory.devstack.sshd import LocalSshd
 from aifactory.models import SecretKeyRef, SlurmClusterSpec
 from aifactory.slurm.connect import bridge_for
 from aifactory.slurm.errors import SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, JobTags
 from aifactory.slurm.ssh import SshConnection, SshTarget
-
-
-@pytest.fixture(scope="module")
-def login_node(stack, tmp_path_factory):
-    port = free_port()
-    sshd = LocalSshd(port=port, base_dir=tmp_path_factory.mktemp("sshd"), name=f"sshd-e2e-{port}")
-    sshd.up()
-    yield sshd
-    assert sshd.down(), "the test's sshd was not running at the end"
 
 
 def secrets_of(sshd: LocalSshd, token: str = "") -> dict[str, str]:
