@@ -23,7 +23,7 @@ from aifactory.slurm.errors import SlurmError, SlurmUnreachable
 from aifactory.slurm.jobs import JobRequest, JobTags
 from aifactory.slurm.rest import RestBridge
 from aifactory.slurm.tokens import StaticToken
-from tests.e2e.test_ssh_transports import until
+from test_ssh_transports import until
 
 # Values that would be shell syntax if they were ever spliced into a command line.
 TRICKY = "a b 'c' \"d\" $(touch /tmp/aifactory-pwned) `id` ; | & \\ *\nsecond line\n"

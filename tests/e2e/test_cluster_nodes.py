@@ -12,7 +12,7 @@ import pytest
 from aifactory.slurm.connect import bridge_for
 from aifactory.slurm.nodes import NodeCache
 
-from test_ssh_transports import cluster_spec, login_node, reader, secrets_of  # noqa: F401  (a fixture)
+from test_ssh_transports import cluster_spec, reader, secrets_of
 
 
 def scontrol_node(stack) -> dict[str, str]:
