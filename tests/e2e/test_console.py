@@ -169,7 +169,8 @@ def test_keys_are_shown_once_and_revoked(tab, console_key, stack):
         assert client.get("/api/auth/whoami").json()["role"] == "inference"
     row.get_by_role("button", name="Revoke browser-made key").click()
     page.get_by_text("Key browser-made key revoked.").wait_for()
-    assert page.get_by_role("row", name=re.compile("browser-made key")).count() == 0
+    # The message may show before the list is drawn again: wait for the row to go (count() does not wait).
+    playwright.expect(page.get_by_role("row", name=re.compile("browser-made key"))).to_have_count(0, timeout=30_000)
     with stack.api(key) as client:
         assert client.get("/api/auth/whoami").status_code == 401
 
