@@ -19,7 +19,7 @@ import httpx
 import kopf
 from aifactory import preflight
 from aifactory.operator import rollover
-from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
+from aifactory.operator.clusters import Cluster, ClusterNotReady, cancel_left_behind, registry, went_without_finalizer
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
 from kubernetes import client as k8s
@@ -308,9 +308,15 @@ def _created_or_deleted(type: str, meta: Any, status: Any, **_: Any) -> bool:
 @kopf.on.event(*RESOURCE, when=_created_or_deleted)
 async def aiservice_arrived_or_gone(type: str, body: Any, spec: Any, meta: Any, uid: str,
                                     tenant_by_namespace: kopf.Index, **_) -> None:
-    """A new service: submit its job now. A service gone: cancel a job submitted for it that no handler took."""
+    """A new service: submit its job now. A service gone: cancel a job submitted for it that no handler took, and
+    any job it left running when it went without its finalizer's turn."""
     if type == "DELETED":
-        await _drop_early(uid, f"AIService {meta['namespace']}/{meta['name']} was deleted before its job was recorded")
+        what = f"AIService {meta['namespace']}/{meta['name']}"
+        await _drop_early(uid, f"{what} was deleted before its job was recorded")
+        if went_without_finalizer(type, meta):
+            status = body.get("status") or {}
+            clusters = [spec.get("cluster", "default"), *(a.get("cluster") for a in status.get("attempts") or ())]
+            await cancel_left_behind(clusters, uid, what)
         return
     # A copy: kopf's spec is a view of the object's body, which the object's later events replace.
     made_for = copy.deepcopy(dict(spec))

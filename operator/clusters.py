@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+
 from kubernetes import client as k8s
 
 from aifactory.clusters import Cluster, ClusterNotReady, ClusterRegistry, secret_reader
 from aifactory.operator.config import config
+from aifactory.slurm.errors import SlurmError
 
-__all__ = ["Cluster", "ClusterNotReady", "registry", "connect_secrets"]
+__all__ = ["Cluster", "ClusterNotReady", "registry", "connect_secrets", "cancel_left_behind"]
+
+log = logging.getLogger(__name__)
 
 registry = ClusterRegistry(http_timeout=config.probe_timeout, with_pollers=True)
 
@@ -15,3 +22,33 @@ registry = ClusterRegistry(http_timeout=config.probe_timeout, with_pollers=True)
 def connect_secrets() -> None:
     """Once the Kubernetes client is configured: read SlurmClusters' Secrets from the operator's namespace."""
     registry.read_secret = secret_reader(k8s.CoreV1Api(), config.namespace)
+
+
+def went_without_finalizer(type: str, meta: dict, **_: object) -> bool:
+    """A DELETED event for an object never marked for deletion: kube-apiserver removed it while kopf was adding
+    its finalizer (a delete that read the object before the finalizer patch deletes it after that patch
+    anyway), so no deletion handler ran for it."""
+    return type == "DELETED" and not meta.get("deletionTimestamp")
+
+
+async def cancel_left_behind(cluster_names: Iterable[str | None], uid: str, what: str) -> list[str]:
+    """Cancel the live jobs tagged with this UID (in the pollers' caches, which every submit of this process
+    enters at once) of a resource that is gone without its finalizer having run; the job ids cancelled."""
+    cancelled = []
+    for name in dict.fromkeys(n for n in cluster_names if n):
+        try:
+            cluster = registry.get(name)
+        except ClusterNotReady:
+            continue
+        for job in cluster.poller.jobs_for_service(uid):
+            if job.finished or job.vanished:
+                continue
+            log.warning("cancelling Slurm job %s: %s was deleted without its finalizer running", job.job_id, what)
+            try:
+                await cluster.bridge.cancel(job.job_id)
+            except SlurmError as exc:
+                log.warning("could not cancel job %s: %s", job.job_id, exc)
+                continue
+            cluster.poller.remember(replace(job, state="CANCELLED"))
+            cancelled.append(job.job_id)
+    return cancelled

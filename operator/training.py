@@ -19,7 +19,7 @@ from aifactory.models import GROUP, VERSION, TrainingRunSpec, TrainingState
 from aifactory.operator.aiservice import (
     _cancel_and_confirm, _reachable_condition, _tenant, catalog, submit_or_adopt,
 )
-from aifactory.operator.clusters import Cluster, ClusterNotReady, registry
+from aifactory.operator.clusters import Cluster, ClusterNotReady, cancel_left_behind, registry, went_without_finalizer
 from aifactory.operator.config import config
 from aifactory.recipes import RecipeNotFound
 from aifactory.slurm.errors import SlurmError, SlurmUnreachable
@@ -240,3 +240,9 @@ async def trainingrun_delete(spec: Any, status: Any, uid: str, retry: int, **_) 
     if _finished(status.get("state")):
         return  # nothing to cancel: no need to reach its cluster, which may be gone already
     await _cancel_and_confirm(spec, status, uid, retry)
+
+
+@kopf.on.event(*RESOURCE, when=went_without_finalizer)
+async def trainingrun_gone_without_finalizer(meta: Any, spec: Any, uid: str, **_) -> None:
+    """A run removed without its finalizer's turn: cancel the job it may have left running."""
+    await cancel_left_behind([spec.get("cluster", "default")], uid, f"TrainingRun {meta['namespace']}/{meta['name']}")
