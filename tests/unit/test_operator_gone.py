@@ -77,3 +77,52 @@ def test_a_training_run_gone_without_its_finalizer_has_its_live_job_cancelled(cl
     assert training.went_without_finalizer(type="DELETED", meta=meta)
     asyncio.run(training.trainingrun_gone_without_finalizer(meta=meta, spec={"cluster": "default"}, uid=UID))
     assert cluster.bridge.cancelled == ["41"]
+
+
+# ---- the submit at the creation event ------------------------------------------------------------------------------
+
+class OrderedPoller(FakePoller):
+    """A poller of a cluster with no jobs yet, which notes when it is woken."""
+
+    reachable, last_success, last_error = True, 1.0, None
+
+    def __init__(self, happened: list[str]):
+        super().__init__()
+        self.happened = happened
+
+    async def listed(self, timeout: float) -> None:
+        pass
+
+    def wake(self) -> None:
+        self.happened.append("poll")
+
+
+def test_the_poll_after_a_submit_at_creation_waits_for_the_status_write(monkeypatch):
+    # B1 (create -> status.jobId) went from 4.6x to 3.5x the bare submit once the poll no longer ran during the
+    # status write.
+    from aifactory.models import SlurmClusterSpec
+
+    happened: list[str] = []
+
+    class Bridge(FakeBridge):
+        async def submit(self, request) -> str:
+            happened.append("submit")
+            return "77"
+
+    class StatusWriter:
+        def patch_namespaced_custom_object_status(self, *args) -> None:
+            happened.append("status")
+
+    found = SimpleNamespace(poller=OrderedPoller(happened), bridge=Bridge(),
+                            spec=SlurmClusterSpec(url="http://slurm", working_directory="/w"))
+    monkeypatch.setattr(aiservice.registry, "get", lambda name: found)
+    monkeypatch.setattr(aiservice, "_custom_objects", lambda: StatusWriter())
+    monkeypatch.setattr(aiservice.kopf, "info", lambda body, reason, message: None)
+    meta = {"namespace": "default", "name": "quick", "uid": "u-quick", "generation": 1}
+    try:
+        asyncio.run(aiservice.aiservice_arrived_or_gone(
+            type="ADDED", body={"metadata": meta}, spec={"recipe": "testing/openai-echo", "cluster": "default"},
+            meta=meta, uid="u-quick", tenant_by_namespace={}))
+        assert happened == ["submit", "status", "poll"]
+    finally:
+        aiservice._early.pop("u-quick", None)
