@@ -60,8 +60,6 @@ async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="aifactory.io", key="last-handled-configuration")
     settings.posting.level = logging.INFO
-    # kopf waits this long for more events of an object before handling them; 0.1 s by default.
-    settings.batching.batch_window = 0.02
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
 
