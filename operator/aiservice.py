@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import kopf
 from aifactory import preflight
-from aifactory.operator import rollover
+from aifactory.operator import rollover, statuswrites
 from aifactory.operator.clusters import Cluster, ClusterNotReady, cancel_left_behind, registry, went_without_finalizer
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
@@ -295,12 +294,6 @@ async def _start(body: Any, spec: Any, meta: Any, status: dict, uid: str, patch:
 _early: dict[str, tuple[Submitted, dict, dict]] = {}
 
 
-@functools.cache
-def _custom_objects() -> k8s.CustomObjectsApi:
-    """One client, so one pool of kept-alive connections (a new client would open a TLS connection per write)."""
-    return k8s.CustomObjectsApi()
-
-
 def _created_or_deleted(type: str, meta: Any, status: Any, **_: Any) -> bool:
     if type == "DELETED":
         return True
@@ -331,33 +324,38 @@ async def aiservice_arrived_or_gone(type: str, body: Any, spec: Any, meta: Any, 
     message, fields = _submitted_status(done, meta, {}, "Created")
     _early[uid] = (done, made_for, fields)
     namespace, name = meta["namespace"], meta["name"]
-
-    def write() -> None:
-        _custom_objects().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "aiservices", name,
-                                                                {"status": fields})
     try:
-        await asyncio.to_thread(write)
-    except Exception as exc:  # noqa: BLE001  (the create handler writes the same status a moment later)
-        words = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
-        log.info("could not write job %s into the status of %s/%s yet: %s", done.job_id, namespace, name, words)
+        await statuswrites.patch_status("aiservices", namespace, name, _job_first(fields))
+    except statuswrites.StatusNotWritten as exc:  # the create handler writes the same status a moment later
+        log.info("could not write job %s into the status of %s/%s yet: %s", done.job_id, namespace, name, exc)
     # Only now: a poll during the status write competed with it for the CPU (B1 went from 4.6x to 3.5x the bare
     # submit when the poll came after it).
     done.cluster.poller.wake()
     kopf.info(body, reason=done.verb, message=message)
 
 
+def _job_first(fields: dict) -> dict:
+    """The first status write of a new service: its job, without the conditions (the create handler adds them)
+    and the nulls (nothing to remove yet). Each made the write 1 to 3 ms slower on kube-apiserver 1.20 (B1)."""
+    return {key: value for key, value in fields.items() if value is not None and key != "conditions"}
+
+
 async def _take_early(uid: str, spec: Any, status: Any, patch: kopf.Patch) -> dict:
     """The status a new service is reconciled from: with the job submitted at its creation event when that was
-    made for this spec (its status written again should the early write have failed), else without it, that job
-    cancelled (the spec changed meanwhile: a new job, or none if it is stopped now)."""
+    made for this spec (its conditions added unless the timer wrote newer ones, or all of it written should the
+    early write have failed), else without it, that job cancelled (the spec changed meanwhile: a new job, or none
+    if it is stopped now)."""
     status = dict(status)
     done, early_spec, fields = _early.pop(uid, (None, None, None))
     if done is None:
         return status
     if early_spec == dict(spec):
         if status.get("jobId") != done.job_id:
-            patch.status.update(fields)
-            status.update(fields)
+            rest = fields
+        else:
+            rest = {} if status.get("conditions") else {"conditions": fields["conditions"]}
+        patch.status.update(rest)
+        status.update(rest)
         return status
     await _cancel_early(done, "its spec changed before the job was recorded")
     patch.status.update(jobId=None, slurmState=None)

@@ -10,6 +10,7 @@ import kubernetes
 
 from aifactory.operator import aiservice, slurmcluster  # noqa: F401  (registers the handlers)
 from aifactory.operator import servicerecipe, tenant, training  # noqa: F401  (registers the handlers)
+from aifactory.operator import statuswrites
 from aifactory.operator.clusters import connect_secrets, registry
 from aifactory.operator.config import config
 
@@ -45,6 +46,7 @@ async def operator_login(**kwargs) -> kopf.AiohttpSession | None:
         connector=aiohttp.TCPConnector(limit=api_connection_limit(config.watch_namespaces),
                                        ssl=info.as_ssl_context()),
         headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
+    statuswrites.use(session, info.server)
     return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace, priority=info.priority,
                                expiration=info.expiration, aiohttp_session=session)
 
