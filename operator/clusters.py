@@ -26,8 +26,8 @@ def connect_secrets() -> None:
 
 def went_without_finalizer(type: str, meta: dict, **_: object) -> bool:
     """A DELETED event for an object never marked for deletion: kube-apiserver removed it while kopf was adding
-    its finalizer (a delete that read the object before the finalizer patch deletes it after that patch
-    anyway), so no deletion handler ran for it."""
+    its finalizer (a delete that read the object before the finalizer patch deletes it after that patch anyway:
+    kubernetes/kubernetes#77988, open for every release so far), so no deletion handler ran for it."""
     return type == "DELETED" and not meta.get("deletionTimestamp")
 
 

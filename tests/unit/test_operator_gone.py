@@ -4,6 +4,7 @@ kube-apiserver can delete an object that has just been given a finalizer: its de
 finalizer and deletes it without marking it, even though kopf's patch adding the finalizer landed in between. The
 operator then gets a DELETED event without deletionTimestamp, and no deletion handler ever runs: a service deleted
 right after its status showed its job (as a script does) left that job running, seen 3 times in 60 creations.
+This is kubernetes/kubernetes#77988 (a delete racing a finalizer being added), not particular to 1.20.
 """
 
 from __future__ import annotations
