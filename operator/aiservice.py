@@ -10,7 +10,7 @@ import copy
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ import httpx
 import kopf
 from aifactory import preflight
 from aifactory.operator import rollover, statuswrites
-from aifactory.operator.clusters import Cluster, ClusterNotReady, cancel_left_behind, registry, went_without_finalizer
+from aifactory.operator.clusters import (
+    Cluster, ClusterNotReady, cancel_job, cancel_left_behind, registry, went_without_finalizer,
+)
 from aifactory.operator.config import config
 from aifactory.recipes import Catalog, RecipeNotFound
 from kubernetes import client as k8s
@@ -357,7 +359,7 @@ async def _take_early(uid: str, spec: Any, status: Any, patch: kopf.Patch) -> di
         patch.status.update(rest)
         status.update(rest)
         return status
-    await _cancel_early(done, "its spec changed before the job was recorded")
+    await cancel_job(done.cluster, done.job_id, "its spec changed before the job was recorded")
     patch.status.update(jobId=None, slurmState=None)
     return {}
 
@@ -366,19 +368,7 @@ async def _drop_early(uid: str, why: str) -> None:
     """Cancel the job submitted at the creation event of a service that went before any handler took it over."""
     done, _spec, _fields = _early.pop(uid, (None, None, None))
     if done is not None:
-        await _cancel_early(done, why)
-
-
-async def _cancel_early(done: Submitted, why: str) -> None:
-    log.warning("cancelling Slurm job %s: %s", done.job_id, why)
-    try:
-        await done.cluster.bridge.cancel(done.job_id)
-    except SlurmError as exc:
-        log.warning("could not cancel job %s: %s", done.job_id, exc)
-        return
-    job = done.cluster.poller.job(done.job_id)
-    if job is not None:  # not to be adopted before the next poll says it ended
-        done.cluster.poller.remember(replace(job, state="CANCELLED"))
+        await cancel_job(done.cluster, done.job_id, why)
 
 
 def _known_phase(status: Any) -> Phase | None:

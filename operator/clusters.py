@@ -12,7 +12,7 @@ from aifactory.clusters import Cluster, ClusterNotReady, ClusterRegistry, secret
 from aifactory.operator.config import config
 from aifactory.slurm.errors import SlurmError
 
-__all__ = ["Cluster", "ClusterNotReady", "registry", "connect_secrets", "cancel_left_behind"]
+__all__ = ["Cluster", "ClusterNotReady", "registry", "connect_secrets", "cancel_job", "cancel_left_behind"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,21 @@ def went_without_finalizer(type: str, meta: dict, **_: object) -> bool:
     return type == "DELETED" and not meta.get("deletionTimestamp")
 
 
+async def cancel_job(cluster: Cluster, job_id: str, why: str) -> bool:
+    """Cancel a job and show it cancelled in the poller's cache, so that nothing adopts it before the next poll
+    says it ended; whether Slurm took the cancel."""
+    log.warning("cancelling Slurm job %s: %s", job_id, why)
+    try:
+        await cluster.bridge.cancel(job_id)
+    except SlurmError as exc:
+        log.warning("could not cancel job %s: %s", job_id, exc)
+        return False
+    job = cluster.poller.job(job_id)
+    if job is not None:
+        cluster.poller.remember(replace(job, state="CANCELLED"))
+    return True
+
+
 async def cancel_left_behind(cluster_names: Iterable[str | None], uid: str, what: str) -> list[str]:
     """Cancel the live jobs tagged with this UID (in the pollers' caches, which every submit of this process
     enters at once) of a resource that is gone without its finalizer having run; the job ids cancelled."""
@@ -41,14 +56,7 @@ async def cancel_left_behind(cluster_names: Iterable[str | None], uid: str, what
         except ClusterNotReady:
             continue
         for job in cluster.poller.jobs_for_service(uid):
-            if job.finished or job.vanished:
-                continue
-            log.warning("cancelling Slurm job %s: %s was deleted without its finalizer running", job.job_id, what)
-            try:
-                await cluster.bridge.cancel(job.job_id)
-            except SlurmError as exc:
-                log.warning("could not cancel job %s: %s", job.job_id, exc)
-                continue
-            cluster.poller.remember(replace(job, state="CANCELLED"))
-            cancelled.append(job.job_id)
+            if not job.finished and not job.vanished and await cancel_job(
+                    cluster, job.job_id, f"{what} was deleted without its finalizer running"):
+                cancelled.append(job.job_id)
     return cancelled

@@ -24,6 +24,9 @@ class FakePoller:
     def __init__(self, *jobs: SlurmJob):
         self.jobs = {j.job_id: j for j in jobs}
 
+    def job(self, job_id: str) -> SlurmJob | None:
+        return self.jobs.get(job_id)
+
     def jobs_for_service(self, uid: str) -> list[SlurmJob]:
         return [j for j in self.jobs.values() if j.tags.uid == uid]
 
