@@ -338,7 +338,8 @@ async def aiservice_arrived_or_gone(type: str, body: Any, spec: Any, meta: Any, 
 
 def _job_first(fields: dict) -> dict:
     """The first status write of a new service: its job, without the conditions (the create handler adds them)
-    and the nulls (nothing to remove yet). Each made the write 1 to 3 ms slower on kube-apiserver 1.20 (B1)."""
+    and the nulls (nothing to remove yet). With them a write took 6.6 to 9.2 ms on kube-apiserver 1.20, without
+    the conditions 5.2 ms (B1)."""
     return {key: value for key, value in fields.items() if value is not None and key != "conditions"}
 
 
