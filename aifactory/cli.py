@@ -30,13 +30,24 @@ def _operator(args: argparse.Namespace) -> int:
         handler.addFilter(_QuietTimers())
     # --namespace, else AIFACTORY_WATCH_NAMESPACES; the login sizes its connection pool by it.
     namespaces = config.watch_namespaces = args.namespace or config.watch_namespaces
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
-    ))
+    # On uvloop, as `kopf run` runs an operator and uvicorn the API, where it is installed.
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+        ))
     return 0
+
+
+def _event_loop_factory():
+    """uvloop's event loop where it is installed (a dependency, but not on every platform), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _crds(args: argparse.Namespace) -> int:

@@ -176,6 +176,8 @@ def _tenant(tenants: Any, namespace: str) -> TenantSpec | None:
 
 async def _secret_env(spec: AIServiceSpec, namespace: str) -> dict[str, str]:
     """spec.secretEnv's values, read from the service's own namespace (never another tenant's)."""
+    if not spec.secret_env:
+        return {}  # no API client to make (it copies the client configuration)
     core = k8s.CoreV1Api()
     return {name: await read_secret_key(core, ref.name, namespace, ref.key) for name, ref in spec.secret_env.items()}
 

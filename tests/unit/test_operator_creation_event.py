@@ -91,3 +91,15 @@ def test_the_create_handler_writes_it_all_when_the_first_write_failed():
 def test_the_create_handler_keeps_newer_conditions_from_the_timer():
     written, _ = _take({"jobId": "77", "conditions": [{"type": "Ready", "status": "False", "reason": "Pending"}]})
     assert written == {}
+
+
+def test_a_service_without_secret_env_reads_no_secret_and_makes_no_api_client(monkeypatch):
+    # Making a kubernetes client copies its configuration: not worth it on the submit's path for nothing to read.
+    from aifactory.models import AIServiceSpec
+
+    def no_client():
+        raise AssertionError("an API client was made")
+
+    monkeypatch.setattr(aiservice.k8s, "CoreV1Api", no_client)
+    spec = AIServiceSpec.model_validate({"recipe": "testing/openai-echo"})
+    assert asyncio.run(aiservice._secret_env(spec, "default")) == {}
