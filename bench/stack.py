@@ -153,7 +153,6 @@ class Seen:
     """What the watch saw of one AIService, with the monotonic times of the first sightings."""
 
     status: dict = field(default_factory=dict)
-    finalizer_at: float | None = None  # the operator's finalizer first seen (kopf's first round trip)
     job_id_at: float | None = None
     phase_at: dict[str, float] = field(default_factory=dict)
     deleted_at: float | None = None
@@ -181,8 +180,6 @@ class ServiceWatch:
                 entry.deleted_at = None
                 status = obj.get("status") or {}
                 entry.status = status
-                if obj["metadata"].get("finalizers") and entry.finalizer_at is None:
-                    entry.finalizer_at = now
                 if status.get("jobId") and entry.job_id_at is None:
                     entry.job_id_at = now
                 phase = status.get("phase")

@@ -3,8 +3,8 @@
 B1: from creating an AIService to status.jobId appearing (seen by a watch), against a bare slurmrestd submit of
 an equivalent job made in the same repetition. Both go through one timing proxy in front of slurmrestd (the
 services' SlurmCluster `bench-timed` is `default` pointed at it), so both pay the same hop and B1 can be told
-part by part: the create call, the operator's finalizer (kopf's first round trip), the submit reaching
-slurmrestd and its answer, and the status write seen by the watch. B2: from the first moment the service's
+part by part: the create call, the submit reaching slurmrestd and its answer, and the status write seen by
+the watch (kopf adds its finalizer after that write). B2: from the first moment the service's
 health path answers (the benchmark probes the port it reads from the job's comment, straight from slurmrestd)
 to status.phase = running.
 """
@@ -28,9 +28,8 @@ STEP_TIMEOUT = 90.0
 PENDING_PATIENCE = 240.0  # s a service's job may wait for a CPU (the node is shared) before B2 gives up
 TIMED = "bench-timed"  # the SlurmCluster of B1's services: `default` through the timing proxy
 # B1's parts, each from the create call's start (monotonic), in the order they happen.
-PARTS = (("create call returned", "created"), ("finalizer seen", "finalizer"),
-         ("submit reached slurmrestd", "submit_in"), ("slurmrestd answered", "submit_out"),
-         ("status.jobId seen", "job_id"))
+PARTS = (("create call returned", "created"), ("submit reached slurmrestd", "submit_in"),
+         ("slurmrestd answered", "submit_out"), ("status.jobId seen", "job_id"))
 
 
 def timed_cluster(ctx: Context) -> CountingProxy:
@@ -149,7 +148,7 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
             aif.append(seen.job_id_at - created)
             job_id = seen.status["jobId"]
             submits = proxy.answered("POST", "/job/submit", after=created)
-            moments = {"created": created + create_calls[-1], "finalizer": seen.finalizer_at,
+            moments = {"created": created + create_calls[-1],
                        "submit_in": submits[0][0] if submits else None,
                        "submit_out": submits[0][1] if submits else None, "job_id": seen.job_id_at}
             for key, at in moments.items():
@@ -200,8 +199,8 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
     b1.figures.append(Figure("create -> status.jobId, part by part", _ms(a["p50"]), "ms",
                              f"p50 from the create call's start: {timeline or 'no part was seen'}"))
     b1.notes.append("aifactory's time includes the Kubernetes create call, the watch event to the operator, "
-                    "kopf's finalizer round trip, its adoption check (in its poller's cache), the submit itself, "
-                    "the status patch and the watch event back. Part by part (p50, ms from the create call's "
+                    "its adoption check (in its poller's cache), the submit itself, the status patch and the watch "
+                    "event back; kopf adds its finalizer after the status patch. Part by part (p50, ms from the create call's "
                     f"start): {timeline}.")
     l, s = summary(lags), summary(startups)
     b2.raw = {"lag_seconds": lags, "health_after_job_id_seconds": startups, "lag": l}
