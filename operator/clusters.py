@@ -33,12 +33,14 @@ def went_without_finalizer(type: str, meta: dict, **_: object) -> bool:
 
 async def cancel_job(cluster: Cluster, job_id: str, why: str) -> bool:
     """Cancel a job and show it cancelled in the poller's cache, so that nothing adopts it before the next poll
-    says it ended; whether Slurm took the cancel."""
+    says it ended; whether Slurm took the cancel now. If not, the cluster's poller asks again after each poll:
+    nothing else would (the resource it was for is gone or moved on)."""
     log.warning("cancelling Slurm job %s: %s", job_id, why)
     try:
         await cluster.bridge.cancel(job_id)
     except SlurmError as exc:
-        log.warning("could not cancel job %s: %s", job_id, exc)
+        log.warning("could not cancel job %s, will try again after the next poll: %s", job_id, exc)
+        cluster.poller.cancel_later(job_id, why)
         return False
     job = cluster.poller.job(job_id)
     if job is not None:

@@ -3,7 +3,8 @@
 The cache holds aifactory's jobs only (those whose comment carries its tag), indexed by the AIService UID, and
 forgets a job slurmctld stopped listing FORGET_AFTER seconds later. Whatever goes wrong in a poll (Slurm's
 refusal, a lost SSH channel, an answer of an unexpected shape) makes the cluster unreachable until a poll
-succeeds again; the poller itself never stops.
+succeeds again; the poller itself never stops. A cancel that could not reach Slurm when a resource went (its
+deletion event has no retry of its own) is asked again after each poll that succeeds.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class JobPoller:
         self._remembered: dict[str, float] = {}  # job id -> when a submit put it here (monotonic)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._to_cancel: dict[str, str] = {}  # job id -> why: cancels Slurm could not be asked for yet
 
     @property
     def reachable(self) -> bool:
@@ -129,6 +131,7 @@ class JobPoller:
             if since is None:
                 self._listed_at = started
         self.last_update = answer.last_update or asked_at
+        await self._cancel_pending()
 
     def _take(self, listed: list[SlurmJob], started: float) -> None:
         """A full list of the cluster's jobs replaces the cache; jobs it lacks keep their last known state (marked
@@ -160,6 +163,28 @@ class JobPoller:
         if stale and any(job.queued and not job.vanished for job in self.jobs.values()):
             return None
         return self.last_update
+
+    def cancel_later(self, job_id: str, why: str) -> None:
+        """A job whose cancel did not reach Slurm (unreachable, or refused for a reason other than its end): asked
+        again after each poll that succeeds, until Slurm takes the cancel or lists the job ended."""
+        self._to_cancel[job_id] = why
+
+    async def _cancel_pending(self) -> None:
+        for job_id, why in list(self._to_cancel.items()):
+            job = self.jobs.get(job_id)
+            if job is not None and (job.finished or job.vanished):
+                del self._to_cancel[job_id]
+                continue
+            try:
+                await self.bridge.cancel(job_id)
+            except SlurmError as exc:
+                log.warning("could not cancel job %s yet (%s), will try again after the next poll: %s",
+                            job_id, why, exc)
+                return  # the rest would most likely fail alike
+            del self._to_cancel[job_id]
+            if job is not None:
+                self.jobs[job_id] = replace(job, state="CANCELLED")
+            log.warning("cancelled Slurm job %s: %s", job_id, why)
 
     def remember(self, job: SlurmJob) -> None:
         """A job this process just submitted (or looked up), known before the next poll lists it."""

@@ -82,3 +82,37 @@ def test_a_training_run_gone_without_its_finalizer_has_its_live_job_cancelled(cl
     asyncio.run(training.trainingrun_gone_without_finalizer(meta=meta, spec={"cluster": "default"}, uid=UID))
     assert cluster.bridge.cancelled == ["41"]
 
+
+
+def test_a_cancel_at_the_deletion_event_that_did_not_reach_slurm_is_made_at_the_next_poll(monkeypatch):
+    # Seen in bench B1: slurmrestd's address unreachable at the very moment a quick-deleted service's DELETED event
+    # came left its job running for good.
+    from aifactory.slurm.bridge import JobsAnswer
+    from aifactory.slurm.errors import SlurmUnreachable
+    from aifactory.slurm.poller import JobPoller
+
+    class Bridge(FakeBridge):
+        reachable = False
+
+        async def cancel(self, job_id: str) -> None:
+            if not self.reachable:
+                raise SlurmUnreachable("slurmrestd at http://slurm unreachable: ConnectError")
+            await super().cancel(job_id)
+
+        async def jobs(self, since=None, **kw) -> JobsAnswer:
+            return JobsAnswer([_job("41", "RUNNING")], None)
+
+    bridge = Bridge()
+    poller = JobPoller(bridge, interval=1)
+    monkeypatch.setattr(aiservice.registry, "get", lambda name: SimpleNamespace(poller=poller, bridge=bridge))
+
+    async def scenario() -> None:
+        await poller.poll_once()
+        await aiservice.aiservice_arrived_or_gone(type="DELETED", body={"metadata": _meta()}, spec={"recipe": "x"},
+                                                  meta=_meta(), uid=UID, tenant_by_namespace={})
+        assert bridge.cancelled == []
+        bridge.reachable = True
+        await poller.poll_once()
+
+    asyncio.run(scenario())
+    assert bridge.cancelled == ["41"]

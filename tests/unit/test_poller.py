@@ -226,3 +226,45 @@ async def test_without_queued_jobs_every_poll_asks_since():
         await poller.poll_once()
         clock.now += poller.QUEUE_REFRESH
     assert cluster.asked[0] is None and all(isinstance(s, int) for s in cluster.asked[1:])
+
+
+class UnreachableForAWhile(ScriptedCluster):
+    """A cluster whose slurmrestd refuses cancels (unreachable) for its first `down` attempts."""
+
+    def __init__(self, answers, down: int):
+        super().__init__(answers)
+        self.down = down
+        self.cancel_tries: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def cancel(self, job_id):
+        from aifactory.slurm.errors import SlurmUnreachable
+
+        self.cancel_tries.append(job_id)
+        if len(self.cancel_tries) <= self.down:
+            raise SlurmUnreachable("slurmrestd at http://slurm unreachable: ConnectError")
+        self.cancelled.append(job_id)
+
+
+async def test_a_cancel_that_did_not_reach_slurm_is_asked_again_after_each_poll_until_taken():
+    # A service deleted while slurmrestd was unreachable (its finalizer gone, or never added) has nobody else to
+    # cancel its job: seen when the job's cluster was unreachable at the deletion event.
+    cluster = UnreachableForAWhile([JobsAnswer([job("7", "PENDING")], None)] * 4, down=1)
+    poller = JobPoller(cluster, interval=1)
+    await poller.poll_once()
+    poller.cancel_later("7", "AIService default/blink was deleted")
+    await poller.poll_once()  # still unreachable for the cancel
+    assert cluster.cancel_tries == ["7"] and cluster.cancelled == []
+    await poller.poll_once()
+    assert cluster.cancelled == ["7"]
+    assert poller.job("7").state == "CANCELLED"  # nothing adopts it before Slurm lists it ended
+    await poller.poll_once()
+    assert cluster.cancel_tries == ["7", "7"]  # taken: not asked again
+
+
+async def test_a_pending_cancel_of_a_job_slurm_lists_ended_is_dropped_unasked():
+    cluster = UnreachableForAWhile([JobsAnswer([job("8", "COMPLETED")], None)], down=0)
+    poller = JobPoller(cluster, interval=1)
+    poller.cancel_later("8", "its spec changed")
+    await poller.poll_once()
+    assert cluster.cancel_tries == []
