@@ -128,6 +128,7 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
     parts: dict[str, list[float]] = {key: [] for _, key in PARTS}
     problems: list[str] = []
     no_cpu = False  # once a job waited too long for a CPU, B2 is skipped for the rest (B1 needs no CPU)
+    service_jobs: dict[str, str] = {}  # service -> its job, each to be gone once its service is deleted
     for i in range(reps):
         job, script = bare_job(ctx, i)
         started = time.monotonic()
@@ -146,7 +147,7 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
                 continue
             seen = ctx.watch.get(name)
             aif.append(seen.job_id_at - created)
-            job_id = seen.status["jobId"]
+            job_id = service_jobs[name] = seen.status["jobId"]
             submits = proxy.answered("POST", "/job/submit", after=created)
             moments = {"created": created + create_calls[-1],
                        "submit_in": submits[0][0] if submits else None,
@@ -182,6 +183,11 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
             ctx.kube.delete_service(ctx.namespace, name)
             ctx.watch.wait(lambda s, n=name: s[n].deleted_at is not None, STEP_TIMEOUT, f"{name} to be deleted")
 
+    # Before the timing proxy (the services' way to slurmrestd) goes: a job the operator could not cancel yet
+    # would be left running for good.
+    for left in _jobs_left_running(ctx, service_jobs):
+        problems.append(left)
+        b1.notes.append(left)
     a, b = summary(aif), summary(bare)
     c = summary(create_calls)
     b1.raw = {"aifactory_seconds": aif, "bare_seconds": bare, "kube_create_call_seconds": create_calls,
@@ -221,6 +227,24 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
     if not lags:
         b2.not_measured, b2.figures = "no service became running: " + "; ".join(problems), []
     return b1, b2
+
+
+def _jobs_left_running(ctx: Context, service_jobs: dict[str, str], patience: float = 30.0) -> list[str]:
+    """The jobs of deleted services still live after `patience` seconds, said and then cancelled here."""
+    deadline = time.monotonic() + patience
+    live = dict(service_jobs)
+    while live:
+        for name, job_id in list(live.items()):
+            state = (ctx.slurm.job(job_id) or {}).get("job_state") or "GONE"
+            if state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+                del live[name]
+        if not live or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for job_id in live.values():
+        ctx.slurm.cancel(job_id)
+    return [f"{name}: its job {job_id} still ran {patience:.0f}s after the service was deleted"
+            for name, job_id in live.items()]
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -183,3 +183,24 @@ def test_replace_table_rewrites_only_between_the_markers():
     assert replace_table(doc, "new table\n") == "intro\n<!-- bench:start -->\nnew table\n<!-- bench:end -->\noutro\n"
     with pytest.raises(ValueError):
         replace_table("no markers here", "x")
+
+
+def test_b1_says_and_cancels_the_jobs_its_deleted_services_left_running():
+    from types import SimpleNamespace
+
+    from bench.submit_readiness import _jobs_left_running
+
+    class Slurm:
+        states = {"11": "RUNNING", "12": "CANCELLED"}
+        cancelled: list[str] = []
+
+        def job(self, job_id):
+            return {"job_state": self.states[job_id]} if job_id in self.states else None
+
+        def cancel(self, job_id):
+            self.cancelled.append(job_id)
+
+    ctx = SimpleNamespace(slurm=Slurm())
+    left = _jobs_left_running(ctx, {"s1": "11", "s2": "12", "s3": "13"}, patience=0)
+    assert left == ["s1: its job 11 still ran 0s after the service was deleted"]
+    assert ctx.slurm.cancelled == ["11"]
