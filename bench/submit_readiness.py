@@ -206,8 +206,8 @@ def _run(ctx: Context, proxy: CountingProxy, bare_slurm: BareSlurm) -> tuple[Ben
                              f"p50 from the create call's start: {timeline or 'no part was seen'}"))
     b1.notes.append("aifactory's time includes the Kubernetes create call, the watch event to the operator, "
                     "its adoption check (in its poller's cache), the submit itself, the status patch and the watch "
-                    "event back; kopf adds its finalizer after the status patch. Part by part (p50, ms from the create call's "
-                    f"start): {timeline}.")
+                    "event back; kopf adds its finalizer after the status patch. Part by part (p50, ms from the "
+                    f"create call's start): {timeline}.")
     l, s = summary(lags), summary(startups)
     b2.raw = {"lag_seconds": lags, "health_after_job_id_seconds": startups, "lag": l}
     raw2 = (f"p50 {fmt(l['p50'], 's')}, p95 {fmt(l['p95'], 's')}, n={l['n']}; the health path first answered "
