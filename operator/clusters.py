@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import replace
 
 from kubernetes import client as k8s
 
 from aifactory.clusters import Cluster, ClusterNotReady, ClusterRegistry, secret_reader
 from aifactory.operator.config import config
-from aifactory.slurm.errors import SlurmError
 
 __all__ = ["Cluster", "ClusterNotReady", "registry", "connect_secrets", "cancel_job", "cancel_left_behind"]
 
@@ -32,20 +30,10 @@ def went_without_finalizer(type: str, meta: dict, **_: object) -> bool:
 
 
 async def cancel_job(cluster: Cluster, job_id: str, why: str) -> bool:
-    """Cancel a job and show it cancelled in the poller's cache, so that nothing adopts it before the next poll
-    says it ended; whether Slurm took the cancel now. If not, the cluster's poller asks again after each poll:
-    nothing else would (the resource it was for is gone or moved on)."""
+    """Cancel a job through its cluster's poller (which asks again after each poll should Slurm not take it now);
+    whether Slurm took the cancel now."""
     log.warning("cancelling Slurm job %s: %s", job_id, why)
-    try:
-        await cluster.bridge.cancel(job_id)
-    except SlurmError as exc:
-        log.warning("could not cancel job %s, will try again after the next poll: %s", job_id, exc)
-        cluster.poller.cancel_later(job_id, why)
-        return False
-    job = cluster.poller.job(job_id)
-    if job is not None:
-        cluster.poller.remember(replace(job, state="CANCELLED"))
-    return True
+    return await cluster.poller.cancel(job_id, why)
 
 
 async def cancel_left_behind(cluster_names: Iterable[str | None], uid: str, what: str) -> list[str]:

@@ -164,9 +164,24 @@ class JobPoller:
             return None
         return self.last_update
 
+    async def cancel(self, job_id: str, why: str) -> bool:
+        """Cancel a job and show it cancelled in the cache, so that nothing adopts it before a poll says it ended;
+        whether Slurm took the cancel now. If not (unreachable, or refused for a reason other than the job's end),
+        it is asked again after each poll that succeeds, until Slurm takes it or lists the job ended."""
+        try:
+            await self.bridge.cancel(job_id)
+        except SlurmError as exc:
+            log.warning("could not cancel job %s (%s), will try again after the next poll: %s", job_id, why, exc)
+            self.cancel_later(job_id, why)
+            return False
+        self._to_cancel.pop(job_id, None)
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self.remember(replace(job, state="CANCELLED"))
+        return True
+
     def cancel_later(self, job_id: str, why: str) -> None:
-        """A job whose cancel did not reach Slurm (unreachable, or refused for a reason other than its end): asked
-        again after each poll that succeeds, until Slurm takes the cancel or lists the job ended."""
+        """A cancel to ask for after the next poll that succeeds (and after each one until Slurm takes it)."""
         self._to_cancel[job_id] = why
 
     async def _cancel_pending(self) -> None:
@@ -174,17 +189,10 @@ class JobPoller:
             job = self.jobs.get(job_id)
             if job is not None and (job.finished or job.vanished):
                 del self._to_cancel[job_id]
-                continue
-            try:
-                await self.bridge.cancel(job_id)
-            except SlurmError as exc:
-                log.warning("could not cancel job %s yet (%s), will try again after the next poll: %s",
-                            job_id, why, exc)
+            elif not await self.cancel(job_id, why):
                 return  # the rest would most likely fail alike
-            del self._to_cancel[job_id]
-            if job is not None:
-                self.jobs[job_id] = replace(job, state="CANCELLED")
-            log.warning("cancelled Slurm job %s: %s", job_id, why)
+            else:
+                log.warning("cancelled Slurm job %s: %s", job_id, why)
 
     def remember(self, job: SlurmJob) -> None:
         """A job this process just submitted (or looked up), known before the next poll lists it."""

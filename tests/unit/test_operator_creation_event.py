@@ -15,10 +15,11 @@ from tests.unit.test_operator_gone import FakeBridge, FakePoller
 class OrderedPoller(FakePoller):
     """A poller of a cluster with no jobs yet, which notes when it is woken."""
 
-    reachable, last_success, last_error = True, 1.0, None
+    reachable = True
 
     def __init__(self, happened: list[str]):
         super().__init__()
+        self.last_success = 1.0
         self.happened = happened
 
     async def listed(self, timeout: float) -> None:

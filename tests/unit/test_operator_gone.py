@@ -16,22 +16,9 @@ import pytest
 
 from aifactory.operator import aiservice, training
 from aifactory.slurm.jobs import JobTags, SlurmJob
+from aifactory.slurm.poller import JobPoller
 
 UID = "u-gone"
-
-
-class FakePoller:
-    def __init__(self, *jobs: SlurmJob):
-        self.jobs = {j.job_id: j for j in jobs}
-
-    def job(self, job_id: str) -> SlurmJob | None:
-        return self.jobs.get(job_id)
-
-    def jobs_for_service(self, uid: str) -> list[SlurmJob]:
-        return [j for j in self.jobs.values() if j.tags.uid == uid]
-
-    def remember(self, job: SlurmJob) -> None:
-        self.jobs[job.job_id] = job
 
 
 class FakeBridge:
@@ -42,14 +29,25 @@ class FakeBridge:
         self.cancelled.append(job_id)
 
 
+class FakePoller(JobPoller):
+    """A poller that never polls, its cache holding these jobs."""
+
+    def __init__(self, *jobs: SlurmJob, bridge: FakeBridge | None = None):
+        super().__init__(bridge or FakeBridge(), interval=1)
+        for job in jobs:
+            self.remember(job)
+
+
 def _job(job_id: str, state: str, uid: str = UID) -> SlurmJob:
     return SlurmJob(job_id=job_id, state=state, comment=JobTags(uid=uid, stage="starting").render())
 
 
 @pytest.fixture
 def cluster(monkeypatch):
-    poller = FakePoller(_job("41", "RUNNING"), _job("40", "CANCELLED"), _job("39", "RUNNING", uid="someone-else"))
-    found = SimpleNamespace(poller=poller, bridge=FakeBridge())
+    bridge = FakeBridge()
+    poller = FakePoller(_job("41", "RUNNING"), _job("40", "CANCELLED"), _job("39", "RUNNING", uid="someone-else"),
+                        bridge=bridge)
+    found = SimpleNamespace(poller=poller, bridge=bridge)
     monkeypatch.setattr(aiservice.registry, "get", lambda name: found)
     return found
 
@@ -89,7 +87,6 @@ def test_a_cancel_at_the_deletion_event_that_did_not_reach_slurm_is_made_at_the_
     # came left its job running for good.
     from aifactory.slurm.bridge import JobsAnswer
     from aifactory.slurm.errors import SlurmUnreachable
-    from aifactory.slurm.poller import JobPoller
 
     class Bridge(FakeBridge):
         reachable = False
