@@ -12,6 +12,7 @@ import platform
 import secrets
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bench import data_path, scale, slurm_cost, submit_readiness
 from bench.context import REPO, Context, Sizes
 from bench.fleet import Fleet
 from bench.report import Benchmark, Run, render_markdown, render_table, replace_table
-from bench.stack import BareSlurm, Kube, ServiceWatch, StackAccess, say
+from bench.stack import BareSlurm, HostSteal, Kube, ServiceWatch, StackAccess, say
 
 ALL = ("B1", "B2", "B3", "B4", "B5")
 DOCS = REPO / "docs" / "performance.md"
@@ -50,33 +51,35 @@ def failed(bench_id: str, exc: BaseException) -> Benchmark:
     return Benchmark(bench_id, TITLES[bench_id], not_measured=f"the benchmark failed: {type(exc).__name__}: {exc}")
 
 
+def measure(out: dict[str, Benchmark], ids: tuple[str, ...],
+            run: Callable[[], Benchmark | tuple[Benchmark, ...]]) -> None:
+    """Run one benchmark (or the ones measured together) into `out`, each noted with what the host took of the
+    CPU meanwhile. One that fails is reported as failed: it must not hide the others."""
+    steal = HostSteal()
+    try:
+        done = run()
+    except Exception as exc:  # noqa: BLE001
+        out.update({bench_id: failed(bench_id, exc) for bench_id in ids})
+        return
+    done = done if isinstance(done, tuple) else (done,)
+    steal.tell(*done)
+    out.update(zip(ids, done))
+
+
 def run_all(ctx: Context, only: set[str]) -> list[Benchmark]:
     out: dict[str, Benchmark] = {}
     if only & {"B1", "B2"}:
-        try:
-            b1, b2 = submit_readiness.run(ctx)
-            out.update(B1=b1, B2=b2)
-        except Exception as exc:  # noqa: BLE001  (one failed benchmark must not hide the others)
-            out.update(B1=failed("B1", exc), B2=failed("B2", exc))
+        measure(out, ("B1", "B2"), lambda: submit_readiness.run(ctx))
     if "B5" in only:
-        try:
-            out["B5"] = data_path.run(ctx)
-        except Exception as exc:  # noqa: BLE001
-            out["B5"] = failed("B5", exc)
+        measure(out, ("B5",), lambda: data_path.run(ctx))
     if only & {"B3", "B4"}:
         fleet = Fleet(ctx)
         try:
             fleet.start()
             if "B3" in only:
-                try:
-                    out["B3"] = slurm_cost.run(fleet)
-                except Exception as exc:  # noqa: BLE001
-                    out["B3"] = failed("B3", exc)
+                measure(out, ("B3",), lambda: slurm_cost.run(fleet))
             if "B4" in only:
-                try:
-                    out["B4"] = scale.run(fleet)
-                except Exception as exc:  # noqa: BLE001
-                    out["B4"] = failed("B4", exc)
+                measure(out, ("B4",), lambda: scale.run(fleet))
         except Exception as exc:  # noqa: BLE001
             for b in only & {"B3", "B4"}:
                 out.setdefault(b, failed(b, exc))

@@ -22,7 +22,8 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from aifactory.models import GROUP, VERSION
-from bench.stats import cpu_ticks, start_ticks, vm_rss_kib
+from bench.report import Benchmark
+from bench.stats import cpu_ticks, start_ticks, steal_share, steal_ticks, vm_rss_kib
 
 LABEL = "aifactory.io/bench"
 SLURM_API = "v0.0.38"  # the local stack's slurmrestd (22.05); the bare client speaks it as any client would
@@ -278,6 +279,27 @@ class Process:
         before, t0 = self.cpu_seconds(), time.monotonic()
         time.sleep(seconds)
         return (self.cpu_seconds() - before) / (time.monotonic() - t0)
+
+
+class HostSteal:
+    """How much of the CPU time the host took (steal) from this machine since it was made: the benchmarks' noise."""
+
+    def __init__(self, read: Callable[[], str] = lambda: Path("/proc/stat").read_text()):
+        self._read = read
+        self._before = steal_ticks(read())
+
+    def share(self) -> float | None:
+        return steal_share(self._before, steal_ticks(self._read()))
+
+    def tell(self, *benchmarks: Benchmark) -> None:
+        """A note on each benchmark with the share of CPU time stolen since this was made."""
+        share = self.share()
+        if share is None:
+            return
+        for benchmark in benchmarks:
+            benchmark.raw["host_steal_share"] = round(share, 4)
+            benchmark.notes.append(f"The host took {share * 100:.1f}% of this machine's CPU time (steal, from "
+                                   "/proc/stat) while this was measured; the figures move with it.")
 
 
 def operator_process() -> Process | None:

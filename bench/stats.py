@@ -112,3 +112,20 @@ def cpu_ticks(proc_stat: str) -> int:
 def start_ticks(proc_stat: str) -> int:
     """starttime (clock ticks after boot) from the text of /proc/<pid>/stat."""
     return int(proc_stat.rsplit(")", 1)[1].split()[19])
+
+
+def steal_ticks(proc_stat: str) -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the whole machine from the text of /proc/stat: what the host (hypervisor) ran
+    elsewhere while this machine wanted the CPU, and the total. Guest time is counted within user time."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError(f"not /proc/stat: {proc_stat[:40]!r}")
+    # user nice system idle iowait irq softirq steal (proc(5)); kernels before 2.6.11 have no steal
+    ticks = [int(v) for v in fields[1:9]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the CPU time the host took between two readings of steal_ticks."""
+    stolen, total = after[0] - before[0], after[1] - before[1]
+    return stolen / total if total > 0 else None

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from bench.report import Benchmark, Figure, Run, fmt, meets, missed, render_markdown, replace_table
+from bench.stack import HostSteal
 from bench.stats import (
     count_kinds,
     cpu_ticks,
@@ -21,6 +22,8 @@ from bench.stats import (
     request_key,
     slope,
     start_ticks,
+    steal_share,
+    steal_ticks,
     subtract,
     summary,
     vm_rss_kib,
@@ -204,3 +207,52 @@ def test_b1_says_and_cancels_the_jobs_its_deleted_services_left_running():
     left = _jobs_left_running(ctx, {"s1": "11", "s2": "12", "s3": "13"}, patience=0)
     assert left == ["s1: its job 11 still ran 0s after the service was deleted"]
     assert ctx.slurm.cancelled == ["11"]
+
+
+# -- the host's share of the CPU (steal) ------------------------------------------------------------------------
+
+PROC_STAT = ("cpu  {user} 0 {system} {idle} 0 0 0 {steal} 0 0\n"
+             "cpu0 1 0 1 1 0 0 0 0 0 0\nintr 12345\n")
+
+
+def test_steal_ticks_reads_the_machine_line_of_proc_stat():
+    assert steal_ticks(PROC_STAT.format(user=100, system=50, idle=800, steal=50)) == (50, 1000)
+    assert steal_ticks("cpu  10 0 5 85\n") == (0, 100)  # a kernel without the steal column
+    with pytest.raises(ValueError, match="not /proc/stat"):
+        steal_ticks("Name:\tpython3\n")
+
+
+def test_steal_share_is_the_stolen_part_of_the_time_between_two_readings():
+    assert steal_share((50, 1000), (80, 1200)) == pytest.approx(30 / 200)
+    assert steal_share((50, 1000), (50, 1000)) is None  # no time went by
+
+
+def test_host_steal_notes_each_benchmark_with_what_the_host_took_meanwhile():
+    readings = iter([PROC_STAT.format(user=100, system=50, idle=800, steal=50),
+                     PROC_STAT.format(user=200, system=100, idle=1600, steal=100)])
+    steal = HostSteal(read=lambda: next(readings))
+    b1, b2 = Benchmark("B1", "Submit overhead"), Benchmark("B2", "Readiness lag")
+    steal.tell(b1, b2)
+    for benchmark in (b1, b2):
+        assert benchmark.raw["host_steal_share"] == pytest.approx(0.05)
+        assert "The host took 5.0% of this machine's CPU time" in benchmark.notes[-1]
+
+
+def test_measure_notes_what_the_host_took_and_reports_a_failure_for_each_benchmark_measured_together(monkeypatch):
+    import bench.run as bench_run
+
+    readings = iter([PROC_STAT.format(user=100, system=50, idle=800, steal=50),
+                     PROC_STAT.format(user=200, system=100, idle=1500, steal=200)])
+    monkeypatch.setattr(bench_run, "HostSteal", lambda: HostSteal(read=lambda: next(readings)))
+    out: dict[str, Benchmark] = {}
+    b1, b2 = Benchmark("B1", "Submit overhead"), Benchmark("B2", "Readiness lag")
+    bench_run.measure(out, ("B1", "B2"), lambda: (b1, b2))
+    assert out == {"B1": b1, "B2": b2}
+    assert b2.raw["host_steal_share"] == pytest.approx(0.15)
+
+    def broken():
+        raise RuntimeError("no stack")
+
+    readings = iter([PROC_STAT.format(user=1, system=1, idle=1, steal=0)] * 2)
+    bench_run.measure(out, ("B3", "B4"), broken)
+    assert out["B3"].not_measured == out["B4"].not_measured == "the benchmark failed: RuntimeError: no stack"
