@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from aifactory.slurm.jobs import JobTags
+from aifactory.slurm.jobs import FINISHED_STATES, JobTags
 from bench.context import ECHO_RECIPE, Context
 from bench.counting_proxy import CountingProxy
 from bench.report import Benchmark, Figure, fmt
@@ -79,7 +79,7 @@ def _wait_endpoint(ctx: Context, job_id: str) -> tuple[str | None, str]:
         if tags.port and job.get("batch_host"):
             return f"http://{ctx.slurm.node_address(job['batch_host'])}:{tags.port}", ""
         now = time.monotonic()
-        if state in ("CANCELLED", "FAILED", "COMPLETED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        if state in FINISHED_STATES:
             return None, f"job {job_id} ended {state} before publishing its port"
         if state == "PENDING" and now > pending_until:
             return None, (f"job {job_id} still PENDING ({job.get('state_reason')}) after {PENDING_PATIENCE:.0f}s: "
@@ -235,8 +235,8 @@ def _jobs_left_running(ctx: Context, service_jobs: dict[str, str], patience: flo
     live = dict(service_jobs)
     while live:
         for name, job_id in list(live.items()):
-            state = (ctx.slurm.job(job_id) or {}).get("job_state") or "GONE"
-            if state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+            job = ctx.slurm.job(job_id)
+            if job is None or job.get("job_state") in FINISHED_STATES:
                 del live[name]
         if not live or time.monotonic() > deadline:
             break

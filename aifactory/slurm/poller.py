@@ -175,7 +175,7 @@ class JobPoller:
             self.cancel_later(job_id, why)
             return False
         self._to_cancel.pop(job_id, None)
-        job = self.jobs.get(job_id)
+        job = self.job(job_id)
         if job is not None:
             self.remember(replace(job, state="CANCELLED"))
         return True
@@ -186,7 +186,7 @@ class JobPoller:
 
     async def _cancel_pending(self) -> None:
         for job_id, why in list(self._to_cancel.items()):
-            job = self.jobs.get(job_id)
+            job = self.job(job_id)
             if job is not None and (job.finished or job.vanished):
                 del self._to_cancel[job_id]
             elif not await self.cancel(job_id, why):

@@ -81,7 +81,6 @@ def test_a_training_run_gone_without_its_finalizer_has_its_live_job_cancelled(cl
     assert cluster.bridge.cancelled == ["41"]
 
 
-
 def test_a_cancel_at_the_deletion_event_that_did_not_reach_slurm_is_made_at_the_next_poll(monkeypatch):
     # Seen in bench B1: slurmrestd's address unreachable at the very moment a quick-deleted service's DELETED event
     # came left its job running for good.
