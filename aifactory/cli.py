@@ -21,8 +21,7 @@ def _operator(args: argparse.Namespace) -> int:
     from aifactory.operator import main as _registered  # noqa: F401  (registers the handlers)
     from aifactory.operator.config import config
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_operator_logging(args.log_level)
     # Every poll, probe and timer tick would otherwise be a line; keep the log about changes.
     for noisy in ("httpx", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -39,6 +38,19 @@ def _operator(args: argparse.Namespace) -> int:
             liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
         ))
     return 0
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_operator_logging(level: str) -> None:
+    """kopf's formatter on the root logger, so that each line about an object says which one
+    ("[namespace/name] Handler 'aiservice_delete' succeeded.")."""
+    import kopf
+
+    kopf.configure(log_format=LOG_FORMAT, log_prefix=True)
+    logging.getLogger().setLevel(getattr(logging, level.upper()))
+    logging.getLogger("asyncio").propagate = True  # kopf mutes it; a task's lost exception must still show
 
 
 def _event_loop_factory():
@@ -72,8 +84,7 @@ def _api(args: argparse.Namespace) -> int:
 
     from aifactory.api.app import create_app
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
