@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import aiohttp
 import kopf
 import kubernetes
@@ -13,6 +11,7 @@ from aifactory.operator import servicerecipe, tenant, training  # noqa: F401  (r
 from aifactory.operator import statuswrites
 from aifactory.operator.clusters import connect_secrets, registry
 from aifactory.operator.config import config
+from aifactory.operator.tuning import tune
 
 
 def load_kube_config() -> None:
@@ -55,15 +54,7 @@ async def operator_login(**kwargs) -> kopf.AiohttpSession | None:
 async def operator_configure(settings: kopf.OperatorSettings, **_) -> None:
     load_kube_config()
     connect_secrets()
-    # One replica (Recreate): no peering resources needed.
-    settings.peering.standalone = True
-    # Keep kopf's bookkeeping out of .status, which is ours and schema-checked.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aifactory.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="aifactory.io", key="last-handled-configuration")
-    settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
+    tune(settings)
 
 
 @kopf.on.cleanup()
