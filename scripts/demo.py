@@ -12,6 +12,7 @@ import httpx
 
 from aifactory.devstack import stack as devstack
 from aifactory.devstack.kube import KubeControlPlane
+from aifactory.models import Phase
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embeddings-minilm.yaml"
 NAME = "demo-embeddings"
@@ -23,8 +24,29 @@ def kubectl(kubeconfig: Path, *args: str) -> str:
                           text=True).stdout
 
 
+def ended_before(service: dict | None) -> str | None:
+    """Why the demo service left by an earlier run must go before this one (its job ended, for instance
+    cancelled when the stack went down: applying the same manifest would change nothing), or None."""
+    status = (service or {}).get("status") or {}
+    try:
+        finished = Phase(status.get("phase")).finished
+    except ValueError:
+        return None
+    return f"{status['phase']}: {status.get('message') or 'no message'}" if finished else None
+
+
+def clear_ended(kubeconfig: Path) -> None:
+    found = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "aiservice", NAME, "-o", "json"],
+                           capture_output=True, text=True, check=False)
+    why = ended_before(json.loads(found.stdout) if found.returncode == 0 else None)
+    if why is not None:
+        print(f"[demo] {NAME} from an earlier run has ended ({why}); deleting it to start a new one")
+        kubectl(kubeconfig, "delete", "aiservice", NAME, "--timeout=120s")
+
+
 def main() -> int:
     kubeconfig = KubeControlPlane().kubeconfig
+    clear_ended(kubeconfig)
     print(f"[demo] kubectl apply -f {EXAMPLE.relative_to(Path.cwd()) if EXAMPLE.is_relative_to(Path.cwd()) else EXAMPLE}")
     print(kubectl(kubeconfig, "apply", "-f", str(EXAMPLE)).strip())
     started, last = time.monotonic(), None
