@@ -19,9 +19,9 @@ NAME = "demo-embeddings"
 TIMEOUT = 600
 
 
-def kubectl(kubeconfig: Path, *args: str) -> str:
-    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], check=True, capture_output=True,
-                          text=True).stdout
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], check=check, capture_output=True,
+                          text=True)
 
 
 def ended_before(service: dict | None) -> str | None:
@@ -36,8 +36,7 @@ def ended_before(service: dict | None) -> str | None:
 
 
 def clear_ended(kubeconfig: Path) -> None:
-    found = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "aiservice", NAME, "-o", "json"],
-                           capture_output=True, text=True, check=False)
+    found = kubectl(kubeconfig, "get", "aiservice", NAME, "-o", "json", check=False)
     why = ended_before(json.loads(found.stdout) if found.returncode == 0 else None)
     if why is not None:
         print(f"[demo] {NAME} from an earlier run has ended ({why}); deleting it to start a new one")
@@ -48,11 +47,11 @@ def main() -> int:
     kubeconfig = KubeControlPlane().kubeconfig
     clear_ended(kubeconfig)
     print(f"[demo] kubectl apply -f {EXAMPLE.relative_to(Path.cwd()) if EXAMPLE.is_relative_to(Path.cwd()) else EXAMPLE}")
-    print(kubectl(kubeconfig, "apply", "-f", str(EXAMPLE)).strip())
+    print(kubectl(kubeconfig, "apply", "-f", str(EXAMPLE)).stdout.strip())
     started, last = time.monotonic(), None
     status: dict = {}
     while time.monotonic() - started < TIMEOUT:
-        status = json.loads(kubectl(kubeconfig, "get", "aiservice", NAME, "-o", "json")).get("status") or {}
+        status = json.loads(kubectl(kubeconfig, "get", "aiservice", NAME, "-o", "json").stdout).get("status") or {}
         line = (status.get("phase"), status.get("jobId"), status.get("message"))
         if line != last:
             print(f"[demo] {time.monotonic() - started:5.1f}s  phase={status.get('phase', '-')}"
